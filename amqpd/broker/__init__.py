@@ -1,0 +1,1 @@
+"""amqpd broker layer (see docs/internals.md)."""

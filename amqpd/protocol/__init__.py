@@ -1,0 +1,1 @@
+"""amqpd protocol layer (see docs/internals.md)."""

@@ -1,0 +1,1 @@
+"""amqpd server layer (see docs/internals.md)."""

@@ -1,0 +1,1 @@
+"""amqpd session layer (see docs/internals.md)."""

@@ -1,0 +1,1 @@
+"""amqpd storage layer (see docs/internals.md)."""
