@@ -91,7 +91,7 @@ class ChannelError(AMQPError):
     hard = False
 
 
-class ConnectionError(AMQPError):  # noqa: A001 - named in the spec's words
+class ConnectionError(AMQPError):  # shadows a builtin: named in the spec's words
     """A hard error: closes the whole connection."""
 
     hard = True
@@ -133,7 +133,7 @@ class FrameError(ConnectionError):
     reply_code = FRAME_ERROR
 
 
-class SyntaxError(ConnectionError):  # noqa: A001 - named in the spec's words
+class SyntaxError(ConnectionError):  # shadows a builtin: named in the spec's words
     reply_code = SYNTAX_ERROR
 
 
@@ -159,7 +159,7 @@ class NotAllowed(ConnectionError):
     reply_code = NOT_ALLOWED
 
 
-class NotImplemented(ConnectionError):  # noqa: A001 - named in the spec's words
+class NotImplemented(ConnectionError):  # shadows a builtin: named in the spec's words
     reply_code = NOT_IMPLEMENTED
 
 

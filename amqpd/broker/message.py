@@ -1,0 +1,78 @@
+"""Message: one published message as the broker keeps it.
+
+Rules of this module:
+- A Message is a value: nobody mutates it after construction (``with_properties`` makes a
+  new one). The one exception is the decoded-properties cache, filled on first use.
+- Properties stay as the raw bytes of the content header (protocol/properties.py encoding);
+  most messages are routed and delivered without ever decoding them.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from amqpd.protocol.properties import BasicProperties
+
+
+class Message:
+    __slots__ = ("_properties", "body", "exchange", "properties_raw", "routing_key")
+
+    def __init__(
+        self,
+        exchange: str,
+        routing_key: str,
+        properties_raw: bytes,
+        body: bytes,
+        properties: BasicProperties | None = None,
+    ) -> None:
+        self.exchange = exchange
+        self.routing_key = routing_key
+        self.properties_raw = properties_raw
+        self.body = body
+        self._properties = properties
+
+    @property
+    def properties(self) -> BasicProperties:
+        """The decoded properties, decoded once and cached."""
+        props = self._properties
+        if props is None:
+            from amqpd.protocol.properties import BasicProperties
+
+            # b"" (no flag word at all) is accepted as "no properties" for convenience.
+            raw = self.properties_raw
+            props = BasicProperties.decode(raw) if raw else BasicProperties()
+            self._properties = props
+        return props
+
+    @property
+    def persistent(self) -> bool:
+        # delivery-mode 2 = persistent (spec 0-9-1, basic class, property delivery-mode).
+        # Read straight from the raw bytes unless the properties are decoded already.
+        if self._properties is not None:
+            return self._properties.delivery_mode == 2
+        from amqpd.protocol.properties import peek_delivery_mode
+
+        raw = self.properties_raw
+        return bool(raw) and peek_delivery_mode(raw) == 2
+
+    @property
+    def size(self) -> int:
+        """Body size in bytes (what x-max-length-bytes counts)."""
+        return len(self.body)
+
+    def with_properties(self, properties: BasicProperties) -> Message:
+        return Message(self.exchange, self.routing_key, properties.encode(), self.body, properties)
+
+    def headers(self) -> dict[str, object]:
+        """The headers table (empty when absent)."""
+        if not self.properties_raw:
+            return {}
+        headers = self.properties.headers
+        return dict(headers) if headers else {}
+
+    def __repr__(self) -> str:
+        return (
+            f"Message(exchange={self.exchange!r}, routing_key={self.routing_key!r}, "
+            f"properties_raw={self.properties_raw!r}, body={self.body[:64]!r})"
+        )

@@ -1,0 +1,637 @@
+"""VirtualHost: the exchanges, queues and bindings of one vhost, and routing between them.
+
+Rules of this module:
+- The VirtualHost is the one owner of its exchange and queue tables and of the bindings
+  between them (each exchange's routing index is held by its ExchangeType; the vhost keeps
+  the reverse index, destination -> source exchanges, so deleting a queue is cheap).
+- Every operation checks in RabbitMQ's order and raises RabbitMQ's error with its text
+  (rabbit_channel.erl handle_method/3 for exchange.*, queue.*; rabbit_amqqueue.erl;
+  rabbit_exchange.erl; rabbit_binding.erl). The texts were confirmed on a live RabbitMQ.
+- Names arrive as the client sent them; declare, delete and (un)bind strip CR and LF
+  first, as RabbitMQ's ``strip_cr_lf/1`` does; publish, consume, get and purge do not.
+- ``owner`` is the opaque connection identity used for exclusive queues (405).
+"""
+
+from __future__ import annotations
+
+import base64
+import secrets
+from collections.abc import Hashable, Mapping
+from typing import Any
+
+import attrs
+
+from amqpd.broker.arguments import (
+    QUEUE_TYPE_ARGS,
+    QUEUE_TYPE_MODULES,
+    FieldTable,
+    assert_args_equivalence,
+    assert_field_equivalence,
+    is_longstr,
+    queue_type_of,
+    type_name,
+    validate_queue_args,
+)
+from amqpd.broker.exchange import Exchange
+from amqpd.broker.exchanges import EXCHANGE_TYPES
+from amqpd.broker.message import Message
+from amqpd.broker.queue import Queue
+from amqpd.errors import AccessRefused, NotFound, PreconditionFailed, ResourceLocked
+
+Owner = Hashable
+
+DEFAULT_EXCHANGE = ""
+
+# Exchanges every vhost has (rabbit_vhost:add/2 declares them; `rabbitmqctl list_exchanges`).
+PREDECLARED_EXCHANGES: tuple[tuple[str, str], ...] = (
+    ("", "direct"),
+    ("amq.direct", "direct"),
+    ("amq.fanout", "fanout"),
+    ("amq.topic", "topic"),
+    ("amq.headers", "headers"),
+    ("amq.match", "headers"),
+    ("amq.rabbitmq.trace", "topic"),
+)
+
+_EMPTY: Mapping[str, Any] = {}
+
+
+@attrs.frozen(slots=True)
+class VirtualHostStatistics:
+    name: str
+    exchanges: int
+    queues: int
+    bindings: int
+    messages_ready: int
+    messages_unacknowledged: int
+    consumers: int
+
+
+def strip_cr_lf(name: str) -> str:
+    # rabbit_channel:strip_cr_lf/1: names may not carry CR or LF; RabbitMQ drops them.
+    if "\r" in name or "\n" in name:
+        return name.replace("\r", "").replace("\n", "")
+    return name
+
+
+def server_queue_name() -> str:
+    """``amq.gen-`` + 22 chars of url-safe base64 of 16 random bytes (rabbit_guid:binary/2)."""
+    raw = base64.urlsafe_b64encode(secrets.token_bytes(16)).rstrip(b"=")
+    return "amq.gen-" + raw.decode("ascii")
+
+
+def _check_name(kind: str, name: str) -> None:
+    # rabbit_channel:check_name/2: users may not create names in the amq. namespace.
+    if name.startswith("amq."):
+        raise AccessRefused(f"{kind} name '{name}' contains reserved prefix 'amq.*'")
+
+
+def _not_default(name: str) -> None:
+    # rabbit_channel:check_not_default_exchange/1
+    if name == DEFAULT_EXCHANGE:
+        raise AccessRefused("operation not permitted on the default exchange")
+
+
+def _lock_message(queue: Queue) -> str:
+    return (
+        f"cannot obtain exclusive access to locked {queue.resource()}. It could be "
+        "originally declared on another connection or the exclusive property value does "
+        "not match that of the original declaration."
+    )
+
+
+def _text(value: object) -> str:
+    return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else str(value)
+
+
+class VirtualHost:
+    def __init__(self, name: str = "/") -> None:
+        self.name = name
+        self.exchanges: dict[str, Exchange] = {}
+        self.queues: dict[str, Queue] = {}
+        # Direct reply-to registry (the session's; amq.rabbitmq.reply-to.* name -> consumer).
+        self.reply_to: dict[str, object] = {}
+        # destination (Queue or Exchange) -> source exchanges with bindings to it.
+        self._sources: dict[Queue | Exchange, set[Exchange]] = {}
+        self._exclusive: dict[Owner, set[str]] = {}
+        for xname, xtype in PREDECLARED_EXCHANGES:
+            self.exchanges[xname] = Exchange(xname, xtype, vhost=name, durable=True)
+        # amq.rabbitmq.trace is internal: the firehose publishes to it, clients may not.
+        self.exchanges["amq.rabbitmq.trace"].internal = True
+
+    def _rs(self, kind: str, name: str) -> str:
+        return f"{kind} '{name}' in vhost '{self.name}'"
+
+    # -- lookups -----------------------------------------------------------------------------
+    def _exchange_or_404(self, name: str) -> Exchange:
+        exchange = self.exchanges.get(name)
+        if exchange is None:
+            raise NotFound(f"no {self._rs('exchange', name)}")
+        return exchange
+
+    def _queue_or_404(self, name: str) -> Queue:
+        queue = self.queues.get(name)
+        if queue is None:
+            raise NotFound(f"no {self._rs('queue', name)}")
+        return queue
+
+    @staticmethod
+    def _check_exclusive_access(queue: Queue, owner: Owner | None) -> None:
+        # rabbit_amqqueue:check_exclusive_access/3, lax mode: a non-exclusive queue is open
+        # to all; an exclusive one only to its connection.
+        if queue.exclusive_owner is not None and queue.exclusive_owner != owner:
+            raise ResourceLocked(_lock_message(queue))
+
+    def get_queue(self, name: str, owner: Owner | None = None) -> Queue:
+        """The queue for basic.consume / basic.get / queue.purge (404 missing, 405 locked).
+
+        These take the name as sent: RabbitMQ's qbin_to_resource/2 does not strip CR/LF
+        (only declare, delete and bind/unbind do), so "pc\nr" is a 404 even if "pcr" exists.
+        """
+        queue = self._queue_or_404(name)
+        self._check_exclusive_access(queue, owner)
+        return queue
+
+    def get_exchange(self, name: str) -> Exchange:
+        return self._exchange_or_404(strip_cr_lf(name))
+
+    # -- exchanges ---------------------------------------------------------------------------
+    def declare_exchange(
+        self,
+        name: str,
+        type: str,
+        *,
+        passive: bool = False,
+        durable: bool = False,
+        auto_delete: bool = False,
+        internal: bool = False,
+        arguments: FieldTable | None = None,
+    ) -> Exchange:
+        name = strip_cr_lf(name)
+        if passive:
+            # A passive declare ignores every other field, the type included.
+            _not_default(name)
+            return self._exchange_or_404(name)
+        if type not in EXCHANGE_TYPES:
+            # rabbit_exchange:check_type/1. 406 from RabbitMQ 3.13.3 (503 before). RabbitMQ
+            # says "invalid exchange type" when the name happens to be an existing Erlang
+            # atom and "unknown exchange type" otherwise; the latter is the general case.
+            raise PreconditionFailed(f"unknown exchange type '{type}'")
+        _not_default(name)
+        args = arguments or _EMPTY
+        exchange = self.exchanges.get(name)
+        if exchange is None:
+            _check_name("exchange", name)
+            ae = args.get("alternate-exchange")
+            if ae is not None and not is_longstr(ae):
+                raise PreconditionFailed(
+                    f"invalid type '{type_name(ae)}' for arg 'alternate-exchange' in "
+                    f"{self._rs('exchange', name)}"
+                )
+            exchange = Exchange(
+                name,
+                type,
+                vhost=self.name,
+                durable=durable,
+                auto_delete=auto_delete,
+                internal=internal,
+                arguments=args,
+            )
+            self.exchanges[name] = exchange
+            return exchange
+        # rabbit_exchange:assert_equivalence/6: type, durable, auto_delete, internal, args.
+        resource = exchange.resource()
+        assert_field_equivalence(exchange.type, type, resource, "type")
+        assert_field_equivalence(exchange.durable, durable, resource, "durable")
+        assert_field_equivalence(exchange.auto_delete, auto_delete, resource, "auto_delete")
+        assert_field_equivalence(exchange.internal, internal, resource, "internal")
+        # rabbit_exchange_type:*:assert_args_equivalence: only alternate-exchange.
+        assert_args_equivalence(exchange.arguments, args, resource, ("alternate-exchange",))
+        return exchange
+
+    def delete_exchange(self, name: str, *, if_unused: bool = False) -> None:
+        name = strip_cr_lf(name)
+        _not_default(name)
+        if name.startswith("amq."):
+            # Checked by name, before the lookup: even a missing amq.* exchange is refused.
+            raise AccessRefused(
+                f"deletion of system exchange '{name}' in vhost '{self.name}' not allowed"
+            )
+        exchange = self.exchanges.get(name)
+        if exchange is None:
+            return  # exchange.delete is idempotent (RabbitMQ 3.x)
+        if if_unused and exchange.impl.has_bindings():
+            # "in use" means bound as a source; bindings to it as a destination don't count.
+            raise PreconditionFailed(f"{exchange.resource()} in use")
+        self._delete_exchange(exchange)
+
+    def _delete_exchange(self, exchange: Exchange) -> None:
+        if exchange.deleted:
+            return
+        exchange.deleted = True
+        del self.exchanges[exchange.name]
+        for dest in exchange.impl.destinations():
+            self._forget_source(dest, exchange)  # type: ignore[arg-type]
+        exchange.impl.remove_all()
+        self._remove_as_destination(exchange)
+
+    def _remove_as_destination(self, dest: Queue | Exchange) -> None:
+        """Drop every binding to ``dest``; auto-delete sources left without bindings."""
+        sources = self._sources.pop(dest, None)
+        if not sources:
+            return
+        for source in sources:
+            source.impl.remove_destination(dest)
+        for source in sources:
+            self._maybe_auto_delete(source)
+
+    def _maybe_auto_delete(self, exchange: Exchange) -> None:
+        # An auto-delete exchange goes when its last binding as a source goes (it never
+        # goes just for being created unbound).
+        if exchange.auto_delete and not exchange.deleted and not exchange.impl.has_bindings():
+            self._delete_exchange(exchange)
+
+    def _forget_source(self, dest: Queue | Exchange, source: Exchange) -> None:
+        sources = self._sources.get(dest)
+        if sources is not None:
+            sources.discard(source)
+            if not sources:
+                del self._sources[dest]
+
+    # -- bindings ----------------------------------------------------------------------------
+    def _bind(
+        self,
+        source: Exchange,
+        dest: Queue | Exchange,
+        routing_key: str,
+        arguments: FieldTable,
+    ) -> None:
+        if source.impl.bind(dest, routing_key, arguments):
+            self._sources.setdefault(dest, set()).add(source)
+
+    def _unbind(
+        self,
+        source: Exchange,
+        dest: Queue | Exchange,
+        routing_key: str,
+        arguments: FieldTable,
+    ) -> None:
+        if source.impl.unbind(dest, routing_key, arguments):
+            if not source.impl.bindings_to(dest):
+                self._forget_source(dest, source)
+            self._maybe_auto_delete(source)
+
+    def bind_queue(
+        self,
+        queue: str,
+        exchange: str,
+        routing_key: str,
+        arguments: FieldTable | None = None,
+        owner: Owner | None = None,
+    ) -> None:
+        qname, xname = strip_cr_lf(queue), strip_cr_lf(exchange)
+        _not_default(xname)
+        source = self._exchange_or_404(xname)  # the source is looked up first
+        dest = self._queue_or_404(qname)
+        args = arguments or _EMPTY
+        source.impl.validate_binding(routing_key, args)
+        self._check_exclusive_access(dest, owner)
+        self._bind(source, dest, routing_key, args)
+
+    def unbind_queue(
+        self,
+        queue: str,
+        exchange: str,
+        routing_key: str,
+        arguments: FieldTable | None = None,
+        owner: Owner | None = None,
+    ) -> None:
+        qname, xname = strip_cr_lf(queue), strip_cr_lf(exchange)
+        _not_default(xname)
+        source = self.exchanges.get(xname)
+        dest = self.queues.get(qname)
+        args = arguments or _EMPTY
+        # queue.unbind is idempotent: missing queue, exchange or binding → unbind-ok. The
+        # exclusive check applies only when there is a binding to remove (rabbit_binding).
+        if source is None or dest is None:
+            return
+        if not source.impl.has_binding(dest, routing_key, args):
+            return
+        self._check_exclusive_access(dest, owner)
+        self._unbind(source, dest, routing_key, args)
+
+    def bind_exchange(
+        self,
+        destination: str,
+        source: str,
+        routing_key: str,
+        arguments: FieldTable | None = None,
+    ) -> None:
+        dname, sname = strip_cr_lf(destination), strip_cr_lf(source)
+        _not_default(dname)
+        _not_default(sname)
+        src = self._exchange_or_404(sname)
+        dst = self._exchange_or_404(dname)
+        args = arguments or _EMPTY
+        src.impl.validate_binding(routing_key, args)
+        self._bind(src, dst, routing_key, args)
+
+    def unbind_exchange(
+        self,
+        destination: str,
+        source: str,
+        routing_key: str,
+        arguments: FieldTable | None = None,
+    ) -> None:
+        dname, sname = strip_cr_lf(destination), strip_cr_lf(source)
+        _not_default(dname)
+        _not_default(sname)
+        src = self.exchanges.get(sname)
+        dst = self.exchanges.get(dname)
+        if src is None or dst is None:
+            return
+        self._unbind(src, dst, routing_key, arguments or _EMPTY)
+
+    # -- queues ------------------------------------------------------------------------------
+    def declare_queue(
+        self,
+        name: str,
+        *,
+        passive: bool = False,
+        durable: bool = False,
+        exclusive: bool = False,
+        auto_delete: bool = False,
+        arguments: FieldTable | None = None,
+        owner: Owner | None = None,
+    ) -> Queue:
+        if passive:
+            found = self._queue_or_404(strip_cr_lf(name))
+            self._check_exclusive_access(found, owner)
+            return found
+        args = arguments or _EMPTY
+        # An exclusive queue is never durable: the flag is ignored, no error.
+        durable = durable and not exclusive
+        if name == "":
+            qtype = queue_type_of(args)
+            if qtype != "classic":
+                raise PreconditionFailed(
+                    f"Cannot declare a server-named queue for type {QUEUE_TYPE_MODULES[qtype]}"
+                )
+            name = server_queue_name()
+            while name in self.queues:
+                name = server_queue_name()
+        else:
+            name = strip_cr_lf(name)
+            _check_name("queue", name)
+        declared_owner = owner if exclusive else None
+        queue = self.queues.get(name)
+        if queue is not None:
+            self._assert_queue_equivalence(queue, durable, auto_delete, args, declared_owner)
+            return queue
+        resource = self._rs("queue", name)
+        dlx = args.get("x-dead-letter-exchange")
+        if dlx is not None and not is_longstr(dlx):
+            raise PreconditionFailed(
+                f"invalid type '{type_name(dlx)}' for arg 'x-dead-letter-exchange' in {resource}"
+            )
+        validate_queue_args(args, resource)
+        qtype = queue_type_of(args)
+        if qtype != "classic":
+            # rabbit_queue_type_util run_checks: quorum and stream queues must be
+            # non-auto-delete, non-exclusive and durable, checked in that order (oracle).
+            if auto_delete:
+                raise PreconditionFailed(f"invalid property 'auto-delete' for {resource}")
+            if exclusive:
+                raise PreconditionFailed(f"invalid property 'exclusive-owner' for {resource}")
+            if not durable:
+                raise PreconditionFailed(f"invalid property 'non-durable' for {resource}")
+        queue = Queue(
+            name,
+            vhost=self.name,
+            durable=durable,
+            exclusive_owner=declared_owner,
+            auto_delete=auto_delete,
+            arguments=args,
+            queue_type=qtype,
+        )
+        queue.on_unused = self._queue_unused
+        self.queues[name] = queue
+        if declared_owner is not None:
+            self._exclusive.setdefault(declared_owner, set()).add(name)
+        return queue
+
+    def _assert_queue_equivalence(
+        self,
+        queue: Queue,
+        durable: bool,
+        auto_delete: bool,
+        args: FieldTable,
+        declared_owner: Owner | None,
+    ) -> None:
+        # rabbit_amqqueue:assert_equivalence/5: exclusivity (strict), durable, auto_delete,
+        # then the args the queue's type lists.
+        if queue.exclusive_owner != declared_owner:
+            raise ResourceLocked(_lock_message(queue))
+        resource = queue.resource()
+        assert_field_equivalence(queue.durable, durable, resource, "durable")
+        assert_field_equivalence(queue.auto_delete, auto_delete, resource, "auto_delete")
+        current = queue.arguments
+        keys = QUEUE_TYPE_ARGS[queue.queue_type]
+        if ("x-queue-type" in current) != ("x-queue-type" in args):
+            # An absent x-queue-type means classic: "classic" on one side only is no change.
+            present = current if "x-queue-type" in current else args
+            if _text(present["x-queue-type"]) == "classic":
+                keys = tuple(k for k in keys if k != "x-queue-type")
+        assert_args_equivalence(current, args, resource, keys)
+
+    def _queue_unused(self, queue: Queue) -> None:
+        if not queue.deleted and self.queues.get(queue.name) is queue:
+            self._delete_queue(queue)
+
+    def _delete_queue(self, queue: Queue) -> int:
+        del self.queues[queue.name]
+        owner = queue.exclusive_owner
+        if owner is not None:
+            names = self._exclusive.get(owner)
+            if names is not None:
+                names.discard(queue.name)
+                if not names:
+                    del self._exclusive[owner]
+        self._remove_as_destination(queue)
+        return queue.delete()
+
+    def delete_queue(
+        self,
+        name: str,
+        *,
+        if_unused: bool = False,
+        if_empty: bool = False,
+        owner: Owner | None = None,
+    ) -> int:
+        queue = self.queues.get(strip_cr_lf(name))
+        if queue is None:
+            return 0  # queue.delete is idempotent: delete-ok with message count 0
+        self._check_exclusive_access(queue, owner)
+        if if_unused and queue.consumer_count:
+            raise PreconditionFailed(f"{queue.resource()} in use")
+        if if_empty and queue.message_count:
+            # Only ready messages count: unacked ones do not make a queue "not empty".
+            raise PreconditionFailed(f"{queue.resource()} not empty")
+        return self._delete_queue(queue)
+
+    def purge_queue(self, name: str, owner: Owner | None = None) -> int:
+        queue = self.get_queue(name, owner)
+        return queue.purge()
+
+    def connection_closed(self, owner: Owner) -> None:
+        """Delete the exclusive queues of a connection that went away."""
+        names = self._exclusive.pop(owner, None)
+        if not names:
+            return
+        for name in sorted(names):
+            queue = self.queues.get(name)
+            if queue is not None and queue.exclusive_owner == owner:
+                self._delete_queue(queue)
+
+    # -- routing -----------------------------------------------------------------------------
+    def route(self, exchange_name: str, message: Message) -> list[Queue]:
+        """The queues ``message`` published to ``exchange_name`` goes to.
+
+        404 for a missing exchange, 403 for an internal one. Use ``route_message`` to also
+        get the message to enqueue (BCC removed).
+        """
+        return self.route_message(exchange_name, message)[0]
+
+    def route_message(self, exchange_name: str, message: Message) -> tuple[list[Queue], Message]:
+        """Route a publish: (destination queues, the message to enqueue in each).
+
+        The message is the one given unless it carried a BCC header, which RabbitMQ
+        removes from the delivered copy (sender-selected distribution, rabbit_basic).
+        """
+        # basic.publish does not strip CR/LF from the exchange name (unlike declare/bind):
+        # RabbitMQ answers 404 for "amq.\ndirect".
+        name = exchange_name
+        exchange = self.exchanges.get(name)
+        if exchange is None:
+            raise NotFound(f"no {self._rs('exchange', name)}")
+        if exchange.internal:
+            raise AccessRefused(f"cannot publish to internal {exchange.resource()}")
+        headers: Mapping[str, Any] | None = None
+        routing_keys = [message.routing_key]
+        raw = message.properties_raw
+        # Fast path: only decode properties when some exchange needs the headers or the raw
+        # bytes could hold a CC/BCC header key (b"CC" is a substring of both).
+        if b"CC" in raw:
+            headers = message.headers()
+            extra = _header_routes(headers)
+            if extra:
+                routing_keys.extend(extra)
+            if "BCC" in headers:
+                message = _strip_bcc(message, headers)
+        if name == DEFAULT_EXCHANGE:
+            return self._route_default(routing_keys), message
+        return self._route_exchange(exchange, routing_keys, message, headers), message
+
+    def _route_default(self, routing_keys: list[str]) -> list[Queue]:
+        # The default exchange binds every queue by its name, and nothing else.
+        queues = self.queues
+        if len(routing_keys) == 1:
+            queue = queues.get(routing_keys[0])
+            return [queue] if queue is not None else []
+        out: dict[Queue, None] = {}
+        for key in routing_keys:
+            queue = queues.get(key)
+            if queue is not None:
+                out[queue] = None
+        return list(out)
+
+    def _route_exchange(
+        self,
+        exchange: Exchange,
+        routing_keys: list[str],
+        message: Message,
+        headers: Mapping[str, Any] | None,
+    ) -> list[Queue]:
+        # rabbit_exchange:route1/3: a work list of exchanges, each visited once per pass
+        # (cycles allowed), queues collected once each. An exchange's alternate exchange is
+        # added when that exchange's own route found no destination at all (exchange
+        # destinations count).
+        impl = exchange.impl
+        if impl.uses_headers and headers is None:
+            headers = message.headers()
+        first = impl.route(routing_keys, headers)
+        if exchange.alternate_exchange is None and all(isinstance(d, Queue) for d in first):
+            # The common case: one exchange straight to queues.
+            return list(first)  # type: ignore[arg-type]
+        queues: dict[Queue, None] = {}
+        seen: set[Exchange] = {exchange}
+        work: list[Exchange] = []
+
+        def visit(x: Exchange, dests: Any) -> None:
+            found = False
+            for dest in dests:
+                found = True
+                if isinstance(dest, Queue):
+                    queues[dest] = None
+                elif dest not in seen:
+                    seen.add(dest)
+                    work.append(dest)
+            if not found:
+                ae_name = x.alternate_exchange
+                if ae_name is not None:
+                    ae = self.exchanges.get(ae_name)
+                    if ae is not None and ae not in seen:
+                        seen.add(ae)
+                        work.append(ae)
+
+        visit(exchange, first)
+        while work:
+            x = work.pop()
+            ximpl = x.impl
+            if ximpl.uses_headers and headers is None:
+                headers = message.headers()
+            visit(x, ximpl.route(routing_keys, headers))
+        return list(queues)
+
+    # -- statistics --------------------------------------------------------------------------
+    def statistics(self) -> VirtualHostStatistics:
+        queues = self.queues.values()
+        return VirtualHostStatistics(
+            name=self.name,
+            exchanges=len(self.exchanges),
+            queues=len(self.queues),
+            bindings=sum(x.impl.binding_count() for x in self.exchanges.values()),
+            messages_ready=sum(q.message_count for q in queues),
+            messages_unacknowledged=sum(q.unacked_count for q in queues),
+            consumers=sum(q.consumer_count for q in queues),
+        )
+
+
+_ROUTING_HEADERS = ("CC", "BCC")
+
+
+def _header_routes(headers: Mapping[str, Any]) -> list[str]:
+    """Extra routing keys from the CC and BCC headers (rabbit_basic:header_routes/1).
+
+    Each must be an array; its longstr elements are routing keys, other elements are
+    ignored. A CC/BCC of any other type makes the message invalid (406).
+    """
+    keys: list[str] = []
+    for header in _ROUTING_HEADERS:
+        if header not in headers:
+            continue
+        value = headers[header]
+        if isinstance(value, list):
+            keys.extend(_text(v) for v in value if is_longstr(v))
+        else:
+            raise PreconditionFailed(
+                f'invalid message: {{unacceptable_type_in_header,"{header}",{type_name(value)}}}'
+            )
+    return keys
+
+
+def _strip_bcc(message: Message, headers: Mapping[str, Any]) -> Message:
+    new_headers = {k: v for k, v in headers.items() if k != "BCC"}
+    props = message.properties
+    props = attrs.evolve(props, headers=new_headers or None)
+    return message.with_properties(props)

@@ -1,0 +1,138 @@
+"""The ``amqpd`` command: parse argv, set up logging and the data directory, run the broker.
+
+Rules of this module:
+- A user mistake (bad argument, unreadable or invalid config file, unusable data directory)
+  is one ``amqpd: error: ...`` line on stderr and exit code 2, never a traceback.
+- A listen address that cannot be bound is the same kind of line with exit code 1.
+- A graceful shutdown (SIGINT/SIGTERM) exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import tomllib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import structlog
+import trio
+
+from amqpd import __version__
+from amqpd.log import LOG_FORMATS, LOG_LEVELS, configure_logging
+from amqpd.server import DEFAULT_LISTEN, ListenAddress, ListenError, parse_listen, run_broker
+
+EXIT_OK = 0
+EXIT_RUNTIME_ERROR = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class UsageError(Exception):
+    """A mistake in what the user gave us; the message is shown as is."""
+
+
+def default_data_dir(environ: Mapping[str, str] = os.environ) -> Path:
+    """``$XDG_DATA_HOME/amqpd``, else ``~/.local/share/amqpd`` (XDG base directory spec)."""
+    xdg = environ.get("XDG_DATA_HOME", "")
+    # The spec says relative paths in XDG_* variables are invalid and must be ignored.
+    base = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".local" / "share"
+    return base / "amqpd"
+
+
+def listen_argument(value: str) -> ListenAddress:
+    try:
+        return parse_listen(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="amqpd",
+        description="An AMQP 0-9-1 message broker that RabbitMQ clients use unchanged.",
+    )
+    parser.add_argument(
+        "--listen",
+        action="append",
+        type=listen_argument,
+        metavar="HOST:PORT",
+        help="address to accept AMQP connections on; repeatable. IPv6 as [::1]:5672, "
+        "':PORT' or 'PORT' for every interface, port 0 for any free port "
+        "(default: port 5672 on every IPv4 and IPv6 interface)",
+    )
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        metavar="DIR",
+        help="where the broker keeps its data; created if missing "
+        "(default: $XDG_DATA_HOME/amqpd or ~/.local/share/amqpd)",
+    )
+    parser.add_argument("--config", type=Path, metavar="FILE", help="TOML configuration file")
+    parser.add_argument(
+        "--log-format", choices=LOG_FORMATS, default="console", help="(default: console)"
+    )
+    parser.add_argument("--log-level", choices=LOG_LEVELS, default="info", help="(default: info)")
+    parser.add_argument("--version", action="version", version=f"amqpd {__version__}")
+    return parser
+
+
+def load_config(path: Path) -> dict[str, Any]:
+    """Read the TOML config file. Its keys are interpreted by the config work (later)."""
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except OSError as exc:
+        raise UsageError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise UsageError(f"invalid config file {path}: {exc}") from None
+
+
+def prepare_data_dir(path: Path) -> Path:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot create data directory {path}: {exc.strerror or exc}") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise UsageError(f"data directory {path} is not writable")
+    return path
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)  # exits 2 with a usage message on bad arguments
+    try:
+        if args.config is not None:
+            load_config(args.config)
+        data_dir = prepare_data_dir(
+            args.data_dir if args.data_dir is not None else default_data_dir()
+        )
+    except UsageError as exc:
+        parser.exit(EXIT_USAGE, f"{parser.prog}: error: {exc}\n")
+    # Only once the arguments are known good: configuring structlog is process-global.
+    configure_logging(args.log_format, args.log_level)
+    config_path = str(args.config) if args.config is not None else None
+    structlog.get_logger("amqpd").info(
+        "starting amqpd", version=__version__, data_dir=str(data_dir), config=config_path
+    )
+
+    # Imported here so that --help and argument errors stay fast and independent of the core.
+    from amqpd.broker.broker import Broker
+
+    listen: list[ListenAddress] = args.listen if args.listen else list(DEFAULT_LISTEN)
+    try:
+        trio.run(run_broker, Broker(), listen)
+    except ListenError as exc:
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        return EXIT_RUNTIME_ERROR
+    except KeyboardInterrupt:
+        # Only reachable before the signal handler is installed (very early Ctrl-C).
+        return EXIT_INTERRUPTED
+    # trio has put the default handlers back; a repeated SIGTERM arriving while the
+    # interpreter exits must not turn a clean shutdown into "killed by signal".
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_IGN)
+    return EXIT_OK
