@@ -11,6 +11,7 @@ from typing import Any
 
 import attrs
 
+from amqpd.broker import delayed
 from amqpd.broker.arguments import is_longstr
 from amqpd.broker.exchanges import EXCHANGE_TYPES, ExchangeType
 
@@ -44,7 +45,13 @@ class Exchange:
         self.auto_delete = auto_delete
         self.internal = internal
         self.arguments: Mapping[str, Any] = dict(arguments or {})
-        self.impl: ExchangeType = EXCHANGE_TYPES[type]()
+        # An x-delayed-message exchange routes with the type its x-delayed-type names
+        # (validated by the vhost before it gets here) and holds delayed messages first.
+        self.delayed = type == delayed.EXCHANGE_TYPE
+        routing_type = (
+            delayed.validate_delayed_type(self.arguments, EXCHANGE_TYPES) if self.delayed else type
+        )
+        self.impl: ExchangeType = EXCHANGE_TYPES[routing_type]()
         # Arguments never change after declare, so the AE name is worked out once (routing
         # reads it on every publish). Only a longstr counts, as in rabbit_misc:r_arg/4.
         ae = self.arguments.get("alternate-exchange")
