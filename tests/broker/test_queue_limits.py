@@ -20,7 +20,7 @@ def drain(q: Queue) -> list[bytes]:
 def test_drop_head(msg: Any) -> None:
     dropped: list[tuple[bytes, str]] = []
     q = Queue("q", arguments={"x-max-length": 2})
-    q.on_dead_letter = lambda queue, m, reason: dropped.append((m.body, reason))
+    q.on_dead_letter = lambda queue, m, reason, now: dropped.append((m.body, reason))
     for b in (b"0", b"1", b"2", b"3"):
         assert q.enqueue(msg(b))
     assert drain(q) == [b"2", b"3"]
@@ -87,7 +87,7 @@ def test_zero_length_reject_publish_refuses_even_with_consumer(
 def test_discard_dead_letter_hook() -> None:
     seen: list[str] = []
     q = Queue("q")
-    q.on_dead_letter = lambda queue, m, reason: seen.append(reason)
+    q.on_dead_letter = lambda queue, m, reason, now: seen.append(reason)
     q.enqueue(Message("", "q", b"", b"x"))
     e = q.get()
     assert e is not None
