@@ -7,12 +7,13 @@ Rules of this module (RabbitMQ ``rabbit_queue_consumers.erl``; docs "Consumer Pr
   credit). Consumers of one priority share round robin. A blocked high-priority consumer
   lets lower ones have messages until it has credit again ("consumers with lower priority
   receive messages only when the higher-priority ones are blocked").
-- Single active consumer (``x-single-active-consumer`` queue argument): only the consumer
-  registered first gets deliveries; the others wait (they got consume-ok and simply receive
-  nothing). When the active one goes (cancel, channel close), the next in registration
-  order takes over (``rabbit_queue_consumers`` with ``single_active_consumer_on``: the
-  active consumer is the head of the registration list; classic queues do not take
-  consumer priorities into account for the choice).
+- Single active consumer (``x-single-active-consumer`` queue argument): only one consumer
+  gets deliveries; the others wait (they got consume-ok and simply receive nothing). The
+  first consumer of a queue without an active one becomes active. When the active one goes
+  (cancel, channel close), the next takes over: the highest-priority waiting consumer,
+  and among equals the one registered first, which without x-priority is plain
+  registration order (``rabbit_amqqueue_process:new_single_active_consumer_after_basic_
+  cancel`` -> ``rabbit_queue_consumers:get_consumer/1``, the head of its priority queue).
 - Pure bookkeeping: never delivers, never calls back into the queue.
 """
 
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
 
 
 class ConsumerSet:
-    __slots__ = ("_levels", "_order", "_priorities", "single_active")
+    __slots__ = ("_active", "_levels", "_order", "_priorities", "_priority", "single_active")
 
     def __init__(self, *, single_active: bool = False) -> None:
         self.single_active = single_active
@@ -37,6 +38,8 @@ class ConsumerSet:
         # priority -> round-robin deque; priorities kept sorted, highest first (negated).
         self._levels: dict[int, deque[Consumer]] = {}
         self._priorities: list[int] = []
+        self._priority: dict[int, int] = {}  # id(consumer) -> priority
+        self._active: Consumer | None = None
 
     def __len__(self) -> int:
         return len(self._order)
@@ -53,12 +56,13 @@ class ConsumerSet:
     @property
     def active(self) -> Consumer | None:
         """With single active consumer: the one that gets deliveries (else None)."""
-        if self.single_active and self._order:
-            return self._order[0]
-        return None
+        return self._active
 
     def add(self, consumer: Consumer, priority: int = 0) -> None:
         self._order.append(consumer)
+        self._priority[id(consumer)] = priority
+        if self.single_active and self._active is None:
+            self._active = consumer
         level = self._levels.get(priority)
         if level is None:
             level = self._levels[priority] = deque()
@@ -71,19 +75,29 @@ class ConsumerSet:
             self._order.remove(consumer)
         except ValueError:
             return False
-        for key, level in self._levels.items():
-            if consumer in level:
-                level.remove(consumer)
-                if not level:
-                    del self._levels[key]
-                    self._priorities.remove(-key)
-                break
+        key = self._priority.pop(id(consumer))
+        level = self._levels[key]
+        level.remove(consumer)
+        if not level:
+            del self._levels[key]
+            self._priorities.remove(-key)
+        if self._active is consumer:
+            self._active = self._successor()
         return True
+
+    def _successor(self) -> Consumer | None:
+        # Highest priority first; registration order among equals (max() keeps the first).
+        if not self._order:
+            return None
+        priority = self._priority
+        return max(self._order, key=lambda c: priority[id(c)])
 
     def clear(self) -> None:
         self._order.clear()
         self._levels.clear()
         self._priorities.clear()
+        self._priority.clear()
+        self._active = None
 
     def next_ready(self) -> Consumer | None:
         """The consumer the next message goes to, or None if nobody can take one now.
@@ -91,8 +105,8 @@ class ConsumerSet:
         Advances the round robin of the chosen consumer's priority level.
         """
         if self.single_active:
-            head = self._order[0] if self._order else None
-            return head if head is not None and head.ready() else None
+            active = self._active
+            return active if active is not None and active.ready() else None
         levels = self._levels
         for neg in self._priorities:
             level = levels[-neg]
