@@ -10,25 +10,21 @@ Rules of this module:
   docs "Negative Acknowledgement and Requeuing"), O(log n) per requeue; with
   x-max-priority, higher priorities first and FIFO within one.
 - Unacked entries (delivered or got, not yet settled) are kept by seq.
-- Length limits (x-max-length, x-max-length-bytes; docs "Queue Length Limit") count READY
-  messages only (unacked ones do not) and body bytes only. Overflow drop-head drops from the
-  head after a publish or requeue; reject-publish / reject-publish-dlx refuse the publish
-  that would overflow (checked before any delivery attempt, as rabbit_amqqueue_process
-  will_overflow/2 does), and ``enqueue`` returns False so the session can nack it;
-  reject-publish-dlx also dead-letters the refused message (reason ``maxlen``).
-- TTL (reference 2.2; docs "Time-To-Live and Expiration"): an entry's expiry is fixed at
-  enqueue from the lower of x-message-ttl and the message's ``expiration`` and kept across
+- Length limits (limits.py) count READY messages and body bytes only: drop-head drops from
+  the head after a publish or requeue; reject-publish(-dlx) refuses the publish that would
+  overflow before any delivery attempt (will_overflow/2), and ``enqueue`` returns False so
+  the session can nack it; -dlx also dead-letters it (reason ``maxlen``).
+- TTL (reference 2.2): an entry's expiry is fixed at enqueue (expiry.py) and kept across
   requeues. Expired messages are never delivered nor got; as in classic queues they are
-  removed (dead-lettered, reason ``expired``) only when they reach the head: before each
-  delivery, basic.get and after a publish or requeue, and by ``tick`` at the head's expiry.
-  A fresh publish handed straight to a ready consumer is delivered whatever its TTL, which
-  is what makes TTL 0 "expire unless a consumer takes it at once"
-  (rabbit_amqqueue_process:deliver_or_enqueue/3 tries delivery before the TTL applies).
+  removed (dead-lettered, reason ``expired``) only at the head: before each delivery and
+  basic.get, after a publish or requeue, and by ``tick`` at the head's expiry. A fresh
+  publish handed straight to a ready consumer is delivered whatever its TTL: TTL 0 means
+  "expires unless a consumer takes it at once" (rabbit_amqqueue_process:deliver_or_enqueue
+  tries delivery before the TTL applies).
 - Queue expiry (x-expires): the queue is deleted (``on_unused``, no dead-lettering) once it
   has had no consumers and no declare or basic.get for that long.
 - Time comes in as ``now`` (monotonic seconds). Each method that needs it takes
-  ``now: float | None``; None means "the latest time this queue was given" (the queue keeps
-  a high-water mark, so a caller without a clock at hand never moves time backwards).
+  ``now: float | None``; None means "the latest time this queue was given" (expiry.py).
 - Deadlines: ``next_deadline()`` is the head's expiry or the end of the x-expires lease;
   whenever it may have moved EARLIER than what was last reported, the queue calls
   ``on_deadline(queue, deadline)`` (the vhost's timer heap); a deadline that moved later is
@@ -47,6 +43,8 @@ import attrs
 
 from amqpd.broker.arguments import is_int
 from amqpd.broker.consumers import ConsumerSet
+from amqpd.broker.expiry import QueueClock
+from amqpd.broker.limits import LengthLimits
 from amqpd.broker.message import Message
 from amqpd.broker.ready import PriorityReady, ReadyFifo, ReadyStore
 from amqpd.errors import AccessRefused
@@ -142,7 +140,7 @@ class Queue:
         self.on_dead_letter: DeadLetterHook | None = None
         self.on_deadline: DeadlineHook | None = None
 
-        self._now = now
+        self._time = QueueClock(self.arguments, now)
         self._next_seq = 1
         args = self.arguments
         max_priority = _int_arg(args.get("x-max-priority"))
@@ -159,21 +157,7 @@ class Queue:
         self._rejected = 0
         self._expired = 0
         self._ready_bytes = 0
-        self._max_length = _int_arg(args.get("x-max-length"))
-        self._max_bytes = _int_arg(args.get("x-max-length-bytes"))
-        self._limited = self._max_length is not None or self._max_bytes is not None
-        overflow = args.get("x-overflow", "drop-head")
-        if isinstance(overflow, bytes):
-            overflow = overflow.decode()
-        self._reject_publish = overflow in ("reject-publish", "reject-publish-dlx")
-        self._reject_dlx = overflow == "reject-publish-dlx"
-        self._ttl_ms = _int_arg(args.get("x-message-ttl"))
-        # True once any entry may carry an expiry: until then the TTL checks cost nothing.
-        self._expiring = self._ttl_ms is not None
-        expires = _int_arg(args.get("x-expires"))
-        self._expires = expires / 1000 if expires is not None else None
-        self._last_used = now
-        self._scheduled: float | None = None  # earliest deadline reported, not yet ticked
+        self._limits = LengthLimits.from_arguments(args)
 
     # -- introspection -----------------------------------------------------------------------
     @property
@@ -205,20 +189,6 @@ class Queue:
         """With x-single-active-consumer: the consumer that gets the deliveries."""
         return self._consumers.active
 
-    @property
-    def dead_letter_exchange(self) -> str | None:
-        dlx = self.arguments.get("x-dead-letter-exchange")
-        if dlx is None:
-            return None
-        return dlx.decode("utf-8", errors="replace") if isinstance(dlx, bytes) else str(dlx)
-
-    @property
-    def dead_letter_routing_key(self) -> str | None:
-        rk = self.arguments.get("x-dead-letter-routing-key")
-        if rk is None:
-            return None
-        return rk.decode("utf-8", errors="replace") if isinstance(rk, bytes) else str(rk)
-
     def resource(self) -> str:
         """RabbitMQ's rabbit_misc:rs/1 rendering, used in error texts."""
         return f"queue '{self.name}' in vhost '{self.vhost}'"
@@ -243,37 +213,34 @@ class Queue:
 
     # -- time --------------------------------------------------------------------------------
     def _clock(self, now: float | None) -> float:
-        if now is not None and now > self._now:
-            self._now = now
-        return self._now
+        return self._time.advance(now)
 
     def next_deadline(self) -> float | None:
         """When ``tick`` must run: the head's expiry or the end of the x-expires lease."""
         deadline: float | None = None
-        if self._expiring:
+        if self._time.expiring:
             head = self._ready.peek()
             if head is not None:
                 deadline = head.expires_at
-        if self._expires is not None and not self._consumers:
-            lease = self._last_used + self._expires
-            if deadline is None or lease < deadline:
-                deadline = lease
+        lease = None if self._consumers else self._time.lease_end()
+        if lease is not None and (deadline is None or lease < deadline):
+            deadline = lease
         return deadline
 
     @property
     def scheduled_deadline(self) -> float | None:
         """The earliest deadline reported through ``on_deadline`` and not yet ticked."""
-        return self._scheduled
+        return self._time.scheduled
 
     def tick(self, now: float) -> None:
         """Expire messages at the head and the queue itself, as due at ``now``."""
         now = self._clock(now)
-        self._scheduled = None
+        self._time.scheduled = None
         if self.deleted:
             return
         self._expire_head(now)
-        expires = self._expires
-        if expires is not None and not self._consumers and now >= self._last_used + expires:
+        lease = None if self._consumers else self._time.lease_end()
+        if lease is not None and now >= lease:
             # x-expires: deleted, messages and all, without dead-lettering (docs "Queue TTL").
             if self.on_unused is not None:
                 self.on_unused(self)
@@ -282,30 +249,19 @@ class Queue:
 
     def touch(self, now: float | None = None) -> None:
         """A queue.declare (passive or not): renews the x-expires lease."""
-        self._last_used = self._clock(now)
+        self._time.last_used = self._clock(now)
         self._reschedule()
 
     def _reschedule(self) -> None:
         if self.deleted or self.on_deadline is None:
             return
         deadline = self.next_deadline()
-        if deadline is not None and (self._scheduled is None or deadline < self._scheduled):
-            self._scheduled = deadline
-            self.on_deadline(self, deadline)
-
-    def _expiry(self, message: Message, now: float) -> float | None:
-        ttl = self._ttl_ms
-        per_message = message.expiration_ms
-        if per_message is not None:
-            self._expiring = True
-            # Both set: the lower one wins (docs "Per-Message TTL in Publishers").
-            if ttl is None or per_message < ttl:
-                ttl = per_message
-        return None if ttl is None else now + ttl / 1000
+        if self._time.to_report(deadline):
+            self.on_deadline(self, deadline)  # type: ignore[arg-type]
 
     def _expire_head(self, now: float) -> None:
         # rabbit_amqqueue_process:drop_expired_msgs/2: from the head only.
-        if not self._expiring:
+        if not self._time.expiring:
             return
         ready = self._ready
         while True:
@@ -329,15 +285,20 @@ class Queue:
             # dropped with it, as RabbitMQ drops deliveries to a dead queue process.
             return True
         now = self._clock(now)
-        if self._limited and self._reject_publish and self._would_overflow(message):
+        limits = self._limits
+        if (
+            limits is not None
+            and limits.reject_publish
+            and limits.would_overflow(len(self._ready), self._ready_bytes, len(message.body))
+        ):
             self._rejected += 1
-            if self._reject_dlx and self.on_dead_letter is not None:
+            if limits.reject_dlx and self.on_dead_letter is not None:
                 self.on_dead_letter(self, message, "maxlen", now)
             return False
         seq = self._next_seq
         self._next_seq = seq + 1
         self._published += 1
-        entry = QueuedMessage(message, seq, False, self._expiry(message, now))
+        entry = QueuedMessage(message, seq, False, self._time.expiry(message, now))
         ready = self._ready
         if self._consumers and not len(ready):
             consumer = self._consumers.next_ready()
@@ -346,31 +307,24 @@ class Queue:
                 return True
         ready.append(entry)
         self._ready_bytes += len(message.body)
-        if self._consumers:
-            self.dispatch(now)
-        if self._limited:
-            self._drop_head(now)
-        if self._expiring:
-            self._expire_head(now)
-            self._reschedule()
+        self._settle_head(now)
         return True
 
-    def _would_overflow(self, message: Message) -> bool:
-        # rabbit_amqqueue_process:will_overflow/2: would this publish exceed a limit?
-        if self._max_length is not None and self.message_count + 1 > self._max_length:
-            return True
-        return (
-            self._max_bytes is not None and self._ready_bytes + len(message.body) > self._max_bytes
-        )
+    def _settle_head(self, now: float) -> None:
+        """After a publish or requeue: deliver, then drop over the limits, then expire."""
+        if self._consumers:
+            self.dispatch(now)
+        if self._limits is not None:
+            self._drop_head(self._limits, now)
+        if self._time.expiring:
+            self._expire_head(now)
+            self._reschedule()
 
-    def _drop_head(self, now: float) -> None:
+    def _drop_head(self, limits: LengthLimits, now: float) -> None:
         # rabbit_amqqueue_process:maybe_drop_head/2: drop (dead-letter, reason maxlen) the
         # oldest ready messages until both limits hold. With reject-publish the limits are
         # enforced at publish, but a requeue can still overflow: drop then too.
-        max_length, max_bytes = self._max_length, self._max_bytes
-        while (max_length is not None and self.message_count > max_length) or (
-            max_bytes is not None and self._ready_bytes > max_bytes
-        ):
+        while limits.over(len(self._ready), self._ready_bytes):
             entry = self._take()
             if entry is None:
                 return
@@ -396,7 +350,7 @@ class Queue:
         Counts as use of the queue for x-expires, even when it finds nothing.
         """
         now = self._clock(now)
-        self._last_used = now
+        self._time.last_used = now
         self._expire_head(now)
         entry = self._take()
         if entry is None:
@@ -427,13 +381,7 @@ class Queue:
                 continue  # already settled (or purged with the queue): nothing to put back
             ready.put_back(QueuedMessage(entry.message, entry.seq, True, entry.expires_at))
             self._ready_bytes += len(entry.message.body)
-        if self._consumers:
-            self.dispatch(now)
-        if self._limited:
-            self._drop_head(now)
-        if self._expiring:
-            self._expire_head(now)
-            self._reschedule()
+        self._settle_head(now)
 
     def purge(self) -> int:
         """Drop every ready message (unacked ones stay, as in RabbitMQ); returns the count."""
@@ -475,7 +423,7 @@ class Queue:
             self.on_unused(self)
             return
         # Unused from now on: the x-expires lease starts.
-        self._last_used = now
+        self._time.last_used = now
         self._reschedule()
 
     def dispatch(self, now: float | None = None) -> None:
@@ -485,9 +433,9 @@ class Queue:
             return
         now = self._clock(now)
         ready = self._ready
-        expiring = self._expiring
+        clock = self._time
         while len(ready):
-            if expiring:
+            if clock.expiring:
                 self._expire_head(now)
                 if not len(ready):
                     return
@@ -506,7 +454,7 @@ class Queue:
         if self.deleted:
             return 0
         self.deleted = True
-        self._scheduled = None
+        self._time.scheduled = None
         count = self.message_count
         consumers = list(self._consumers)
         self._consumers.clear()

@@ -45,7 +45,7 @@ from amqpd.broker.arguments import (
     type_name,
     validate_queue_args,
 )
-from amqpd.broker.deadletter import is_death_cycle, make_dead_letter
+from amqpd.broker.deadletter import dead_letter_args, is_death_cycle, make_dead_letter
 from amqpd.broker.exchange import Exchange
 from amqpd.broker.exchanges import EXCHANGE_TYPES
 from amqpd.broker.message import Message
@@ -634,7 +634,7 @@ class VirtualHost:
     # -- dead-lettering ---------------------------------------------------------------------
     def _dead_letter(self, queue: Queue, message: Message, reason: str, now: float) -> None:
         """``Queue.on_dead_letter``: republish through the queue's dead-letter exchange."""
-        dlx_name = queue.dead_letter_exchange
+        dlx_name, dlrk = dead_letter_args(queue.arguments)
         if dlx_name is None:
             return
         dlx = self.exchanges.get(dlx_name)
@@ -646,7 +646,7 @@ class VirtualHost:
             queue=queue.name,
             reason=reason,
             dlx=dlx_name,
-            dlrk=queue.dead_letter_routing_key,
+            dlrk=dlrk,
             time=int(self.wall_clock()),
         )
         headers = dead.message.headers() if dlx.impl.uses_headers else None
