@@ -13,7 +13,8 @@ Rules of this module (RabbitMQ ``rabbit_queue_consumers.erl``; docs "Consumer Pr
   (cancel, channel close), the next takes over: the highest-priority waiting consumer,
   and among equals the one registered first, which without x-priority is plain
   registration order (``rabbit_amqqueue_process:new_single_active_consumer_after_basic_
-  cancel`` -> ``rabbit_queue_consumers:get_consumer/1``, the head of its priority queue).
+  cancel`` -> ``rabbit_queue_consumers:get_consumer/1``, the head of its priority queue;
+  checked on the oracle). The hand-over delivers nothing by itself (see Queue).
 - Pure bookkeeping: never delivers, never calls back into the queue.
 """
 

@@ -407,15 +407,16 @@ class Queue:
     def remove_consumer(self, consumer: Consumer, now: float | None = None) -> None:
         """Detach a consumer (basic.cancel, channel close). Auto-delete when the last goes."""
         now = self._clock(now)
-        was_active = self._consumers.active is consumer
         if not self._consumers.remove(consumer):
             return
         if self._exclusive_consumer is consumer:
             self._exclusive_consumer = None
         if self._consumers:
-            if was_active:
-                # Single active consumer hand-over: the next in line gets what is ready.
-                self.dispatch(now)
+            # A single-active hand-over does not run the queue: the new active consumer gets
+            # the ready messages at the next queue event (publish, settle, requeue, channel
+            # down). RabbitMQ 3.13 rabbit_amqqueue_process basic_cancel replies without
+            # run_message_queue (4.x runs it); oracle: pika's channel.close cancels first,
+            # and the requeued message still comes to the new active consumer first.
             return
         # Auto-delete: "the queue is deleted when its last consumer is cancelled", only if it
         # ever had one (spec queue.declare auto-delete; RabbitMQ semantics).

@@ -12,8 +12,8 @@ Rules of this module (docs/internals.md "session/"; reference 1.3, 1.4, 2.6-2.9)
 - Publisher confirms accumulate and go out on ``flush()``: the Connection calls it after
   processing each received chunk (one coalesced basic.ack per burst). ``handle`` also
   flushes before raising, so acks of earlier publishes precede the channel.close.
-- ``on_closed()`` (idempotent): deliveries stop, every unacked delivery goes back to its
-  queue at its original position with redelivered set, consumers are removed (no frames),
+- ``on_closed()`` (idempotent): deliveries stop, consumers are removed (no frames), every
+  unacked delivery goes back to its queue at its original position with redelivered set,
   the reply-to key is released, pending confirms and the tx are dropped (RabbitMQ sends
   nothing once a channel is closing).
 """
@@ -109,10 +109,17 @@ class Channel:
             # channel had not settled (rabbit_amqqueue_process on channel down).
             records.extend(self.tx.rollback())
             self.tx = None
-        self._requeue(records)
+        # rabbit_amqqueue_process:handle_ch_down/2: the consumers go first (a single active
+        # consumer hands over), then each queue requeues and runs, so the requeued messages
+        # go to the new active consumer in their original order.
         self.consumers.clear()
         for c in consumers:
             c.queue.remove_consumer(c, now)
+        self._requeue(records)
+        requeued = {id(r.queue) for r in records}
+        for q in {id(c.queue): c.queue for c in consumers}.values():
+            if id(q) not in requeued:
+                q.dispatch(now)  # requeue_and_run with nothing to requeue still runs
         reply_to.cancel(self)
         if self.confirms is not None:
             self.confirms.clear()

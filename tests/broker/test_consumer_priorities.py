@@ -92,6 +92,8 @@ def test_hand_over_in_registration_order_with_the_ready_messages() -> None:
     [first] = a.delivered
     q.remove_consumer(a)  # basic.cancel: its unacked delivery stays unacked
     assert q.single_active_consumer is b
+    assert b.bodies() == []  # RabbitMQ 3.13: nothing until the queue runs again
+    q.dispatch()
     assert b.bodies() == [b"m1", b"m2"]
     q.requeue([first])  # its channel closes later: the message goes to the active one
     assert b.bodies() == [b"m1", b"m2", b"m0"] and c.bodies() == []
@@ -149,6 +151,7 @@ def test_model_single_active_consumer(ops: list[tuple[str, int]]) -> None:
             c = live.pop(arg % len(live))
             before = {id(x): len(x.delivered) for x in all_consumers}
             q.remove_consumer(c)
+            q.dispatch()  # the next queue event (here: right away) runs the hand-over
         elif op == "pub":
             before = {id(x): len(x.delivered) for x in all_consumers}
             fill(q, arg, published)
