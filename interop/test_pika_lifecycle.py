@@ -30,7 +30,8 @@ def test_single_active_consumer_hand_over_prefers_higher_priority(connect, names
     for i, step in enumerate(steps):
         if step == "pub":
             pub.basic_publish("", q, str(i).encode())
-            wait_for(conn, lambda: len(got) == i // 2 + 1, what=f"delivery of {i}")
+            want = i // 2 + 1
+            wait_for(conn, lambda want=want: len(got) == want, what=f"delivery of {i}")
         else:
             tag = step.split()[1]
             chans[tag].basic_cancel(tag)

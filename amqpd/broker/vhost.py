@@ -557,18 +557,7 @@ class VirtualHost:
                 routing_keys.extend(extra)
             if "BCC" in headers:
                 message = _strip_bcc(message, headers)
-        return self._route_keys(exchange, routing_keys, message, headers), message
-
-    def _route_keys(
-        self,
-        exchange: Exchange,
-        routing_keys: list[str],
-        message: Message,
-        headers: Mapping[str, Any] | None,
-    ) -> list[Queue]:
-        if exchange.name == DEFAULT_EXCHANGE:
-            return self._route_default(routing_keys)
-        return self._route_exchange(exchange, routing_keys, message, headers)
+        return self._route_exchange(exchange, routing_keys, message, headers), message
 
     def _route_default(self, routing_keys: list[str]) -> list[Queue]:
         # The default exchange binds every queue by its name, and nothing else.
@@ -590,6 +579,8 @@ class VirtualHost:
         message: Message,
         headers: Mapping[str, Any] | None,
     ) -> list[Queue]:
+        if exchange.name == DEFAULT_EXCHANGE:
+            return self._route_default(routing_keys)
         # rabbit_exchange:route1/3: a work list of exchanges, each visited once per pass
         # (cycles allowed), queues collected once each. An exchange's alternate exchange is
         # added when that exchange's own route found no destination at all (exchange
@@ -650,7 +641,7 @@ class VirtualHost:
             time=int(self.wall_clock()),
         )
         headers = dead.message.headers() if dlx.impl.uses_headers else None
-        for target in self._route_keys(dlx, dead.routing_keys, dead.message, headers):
+        for target in self._route_exchange(dlx, dead.routing_keys, dead.message, headers):
             # rabbit_dead_letter:detect_cycles/3: a cycle without a rejection is dropped.
             if not is_death_cycle(target.name, dead.deaths):
                 target.enqueue(dead.message, now)

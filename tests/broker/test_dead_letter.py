@@ -202,7 +202,7 @@ def test_default_exchange_as_dlx(vh: VirtualHost) -> None:
 
 
 def test_expiry_dead_letters_with_dlrk_and_no_original_expiration(vh: VirtualHost) -> None:
-    src, dlq = setup(vh, "topic", **{"x-message-ttl": 20, "x-dead-letter-routing-key": "dl.rk"})
+    _src, dlq = setup(vh, "topic", **{"x-message-ttl": 20, "x-dead-letter-routing-key": "dl.rk"})
     publish(vh, "", "src", b"short-lived")
     assert vh.next_deadline() == 0.02
     vh.tick(0.02)
@@ -214,7 +214,7 @@ def test_expiry_dead_letters_with_dlrk_and_no_original_expiration(vh: VirtualHos
 
 
 def test_per_message_expiry_keeps_original_expiration(vh: VirtualHost) -> None:
-    src, dlq = setup(vh)
+    _src, dlq = setup(vh)
     publish(vh, "", "src", b"m", expiration="20")
     vh.tick(0.02)
     dead = take(dlq)
@@ -223,7 +223,7 @@ def test_per_message_expiry_keeps_original_expiration(vh: VirtualHost) -> None:
 
 
 def test_drop_head_and_reject_publish_dlx_are_maxlen(vh: VirtualHost) -> None:
-    src, dlq = setup(vh, **{"x-max-length": 1})
+    _src, dlq = setup(vh, **{"x-max-length": 1})
     publish(vh, "", "src", b"m0")
     publish(vh, "", "src", b"m1")
     assert take(dlq).headers()["x-death"][0]["reason"] == "maxlen"  # type: ignore[index]

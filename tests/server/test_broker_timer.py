@@ -17,6 +17,8 @@ from amqpd.server.broker_timer import BrokerTimer
 from amqpd.server.connection_task import ConnectionTask
 from amqpd.session.connection import Connection
 
+from .conftest import FrameClient
+
 
 class FakeBroker:
     def __init__(self) -> None:
@@ -103,32 +105,13 @@ async def test_dead_lettered_delivery_from_a_tick_reaches_the_client(
     client, server_stream = trio.testing.memory_stream_pair()
     conn = Connection(broker, now=trio.current_time(), peer=None)
     task = ConnectionTask(server_stream, conn, conn_id=1, peer=None)
-    buf = b""
-
-    async def next_frame() -> Any:
-        nonlocal buf
-        while True:
-            consumed, frame = pframe.decode_frame(buf)
-            if frame is not None:
-                buf = buf[consumed:]
-                return frame
-            chunk = await client.receive_some()
-            assert chunk, "connection closed"
-            buf += chunk
-
-    async def send(channel: int, method: Any) -> None:
-        await client.send_all(pframe.Method(channel, method).marshal())
+    amqp = FrameClient(client)
+    next_frame, send = amqp.next_frame, amqp.send
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(BrokerTimer(broker).run)
         nursery.start_soon(task.run)
-        await client.send_all(b"AMQP\x00\x00\x09\x01")
-        assert isinstance((await next_frame()).method, spec.Connection.Start)
-        await send(0, spec.Connection.StartOk({}, "PLAIN", b"\0guest\0guest", "en_US"))
-        assert isinstance((await next_frame()).method, spec.Connection.Tune)
-        await send(0, spec.Connection.TuneOk(channel_max=2047, frame_max=131072, heartbeat=0))
-        await send(0, spec.Connection.Open("/"))
-        assert isinstance((await next_frame()).method, spec.Connection.OpenOk)
+        await amqp.handshake()
         await send(1, spec.Channel.Open())
         assert isinstance((await next_frame()).method, spec.Channel.OpenOk)
         await send(1, spec.Queue.Declare(queue="dlq"))
