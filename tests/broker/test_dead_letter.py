@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from amqpd.broker.deadletter import is_death_cycle, record_death
 from amqpd.broker.message import Message
@@ -314,3 +316,57 @@ def test_malformed_client_x_death_is_replaced() -> None:
     )
     assert [e["count"] for e in headers["x-death"]] == [1]
     assert headers["x-first-death-queue"] == "q"
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["a", "b", "c"]), st.sampled_from(["rejected", "expired"])),
+        min_size=1,
+        max_size=20,
+    )
+)
+def test_model_x_death_history(deaths: list[tuple[str, str]]) -> None:
+    """One entry per {queue, reason}, most recent first; counts add up; first/last headers."""
+    headers: dict[str, Any] = {}
+    for i, (queue, reason) in enumerate(deaths):
+        headers = record_death(
+            headers,
+            queue=queue,
+            reason=reason,
+            exchange=f"x{i}",
+            routing_keys=[f"k{i}"],
+            time=1000 + i,
+            original_expiration=None,
+        )
+    entries = headers["x-death"]
+    pairs = [(e["queue"], e["reason"]) for e in entries]
+    recency = list(dict.fromkeys(reversed(deaths)))
+    assert pairs == recency
+    for e in entries:
+        key = (e["queue"], e["reason"])
+        first = deaths.index(key)
+        assert e["count"] == deaths.count(key) and type(e["count"]) is Int64
+        assert (e["time"], e["exchange"], e["routing-keys"]) == (
+            1000 + first,
+            f"x{first}",
+            [f"k{first}"],
+        )
+    assert (headers["x-first-death-queue"], headers["x-first-death-reason"]) == deaths[0]
+    assert headers["x-first-death-exchange"] == "x0"
+    assert (headers["x-last-death-queue"], headers["x-last-death-reason"]) == deaths[-1]
+    assert headers["x-last-death-exchange"] == f"x{len(deaths) - 1}"
+
+
+def test_bcc_keys_survive_on_the_message_not_in_its_headers(vh: VirtualHost) -> None:
+    vh.declare_queue("q")
+    message = Message("", "q", BasicProperties(headers={"BCC": ["q", 5]}).encode(), b"x")
+    [_queue], routed = vh.route_message("", message)
+    assert routed.bcc == ("q",) and "BCC" not in routed.headers()
+    assert routed.with_properties(routed.properties).bcc == ("q",)
+
+
+def test_queue_ttl_zero_dead_letters_unless_delivered(vh: VirtualHost) -> None:
+    src, dlq = setup(vh, **{"x-message-ttl": 0})
+    publish(vh, "", "src", b"gone")
+    assert src.message_count == 0 and take(dlq).body == b"gone"
