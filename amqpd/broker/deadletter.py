@@ -15,7 +15,8 @@ Rules of this module (reference 2.1; docs "Dead Letter Exchanges"; RabbitMQ 3.13
   to the front; ``time``, ``exchange``, ``routing-keys`` keep their first values.
 - A client that republishes a message with the x-death header it received has it
   interpreted (3.10, 3.13.3+ after PR #11339; 4.x would restart the count): the header is
-  the death history, there is no other state.
+  the death history, there is no other state. Entries come back out in the canonical form
+  (field order and types of ``death_table/7``), as RabbitMQ re-renders its death records.
 - ``x-first-death-{queue,reason,exchange}`` are set when the message had no death history;
   ``x-last-death-{queue,reason,exchange}`` on every death (3.13). The exchange in both is
   the message's exchange before this death.
@@ -72,6 +73,44 @@ def _same(entry: Mapping[str, Any], queue: str, reason: str) -> bool:
     return _text(entry.get("queue", "")) == queue and _text(entry.get("reason", "")) == reason
 
 
+def _entry(
+    *,
+    count: int,
+    reason: str,
+    queue: str,
+    time: int,
+    exchange: str,
+    routing_keys: Sequence[str],
+    original_expiration: str | None,
+) -> dict[str, Any]:
+    """One x-death table in mc_amqpl:death_table/7's order and types."""
+    entry: dict[str, Any] = {}
+    if original_expiration is not None:
+        entry["original-expiration"] = original_expiration
+    entry["count"] = Int64(count)
+    entry["reason"] = reason
+    entry["queue"] = queue
+    entry["time"] = Timestamp(time)
+    entry["exchange"] = exchange
+    entry["routing-keys"] = list(routing_keys)
+    return entry
+
+
+def _canonical(entry: Mapping[str, Any], extra: int = 0) -> dict[str, Any]:
+    """A (possibly client-supplied) entry re-rendered; ``extra`` is added to its count."""
+    count, time = entry.get("count", 0), entry.get("time", 0)
+    original = entry.get("original-expiration")
+    return _entry(
+        count=(count if isinstance(count, int) else 0) + extra,
+        reason=_text(entry.get("reason", "")),
+        queue=_text(entry.get("queue", "")),
+        time=time if isinstance(time, int) else 0,
+        exchange=_text(entry.get("exchange", "")),
+        routing_keys=_keys(entry.get("routing-keys")),
+        original_expiration=None if original is None else _text(original),
+    )
+
+
 def record_death(
     headers: Mapping[str, Any],
     *,
@@ -85,29 +124,23 @@ def record_death(
     """``headers`` with this death recorded (x-death, x-first-death-*, x-last-death-*)."""
     deaths = deaths_of(headers)
     out = dict(headers)
-    for i, entry in enumerate(deaths):
-        if _same(entry, queue, reason):
-            updated = dict(entry)
-            count = entry.get("count", 0)
-            updated["count"] = Int64((count if isinstance(count, int) else 0) + 1)
-            rest = deaths[:i] + deaths[i + 1 :]
-            out["x-death"] = [updated, *rest]
+    for i, found in enumerate(deaths):
+        if _same(found, queue, reason):
+            # Seen before: count + 1, moved to the front, first time/exchange/keys kept.
+            rest = [_canonical(e) for e in deaths[:i] + deaths[i + 1 :]]
+            out["x-death"] = [_canonical(found, 1), *rest]
             break
     else:
-        entry = {}
-        if original_expiration is not None:
-            entry["original-expiration"] = original_expiration
-        entry.update(
-            {
-                "count": Int64(1),
-                "reason": reason,
-                "queue": queue,
-                "time": Timestamp(time),
-                "exchange": exchange,
-                "routing-keys": list(routing_keys),
-            }
+        new = _entry(
+            count=1,
+            reason=reason,
+            queue=queue,
+            time=time,
+            exchange=exchange,
+            routing_keys=routing_keys,
+            original_expiration=original_expiration,
         )
-        out["x-death"] = [entry, *deaths]
+        out["x-death"] = [new, *(_canonical(e) for e in deaths)]
     if not deaths:
         out["x-first-death-queue"] = queue
         out["x-first-death-reason"] = reason

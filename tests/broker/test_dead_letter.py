@@ -370,3 +370,28 @@ def test_queue_ttl_zero_dead_letters_unless_delivered(vh: VirtualHost) -> None:
     src, dlq = setup(vh, **{"x-message-ttl": 0})
     publish(vh, "", "src", b"gone")
     assert src.message_count == 0 and take(dlq).body == b"gone"
+
+
+def test_client_supplied_entries_come_back_canonical() -> None:
+    client_entry = {
+        "routing-keys": ["k"],
+        "exchange": "ex",
+        "time": Timestamp(5),
+        "queue": "other",
+        "reason": "expired",
+        "count": 3,  # a client re-encoded it as a plain int (signed 32 on the wire)
+    }
+    headers = record_death(
+        {"x-death": [client_entry]},
+        queue="q",
+        reason="rejected",
+        exchange="",
+        routing_keys=["q"],
+        time=9,
+        original_expiration=None,
+    )
+    old = headers["x-death"][1]
+    assert list(old) == ["count", "reason", "queue", "time", "exchange", "routing-keys"]
+    assert type(old["count"]) is Int64 and old["count"] == 3
+    assert type(old["time"]) is Timestamp and old["time"] == 5
+    assert "x-first-death-queue" not in headers  # it had a history already
