@@ -60,10 +60,8 @@ class QueueClock:
         expires = self.expires
         return None if expires is None else self.last_used + expires
 
-    def to_report(self, deadline: float | None) -> bool:
+    def to_report(self, deadline: float) -> bool:
         """True (and remembered) if ``deadline`` is earlier than the one last reported."""
-        if deadline is None:
-            return False
         if self.scheduled is None or deadline < self.scheduled:
             self.scheduled = deadline
             return True

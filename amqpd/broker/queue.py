@@ -256,8 +256,8 @@ class Queue:
         if self.deleted or self.on_deadline is None:
             return
         deadline = self.next_deadline()
-        if self._time.to_report(deadline):
-            self.on_deadline(self, deadline)  # type: ignore[arg-type]
+        if deadline is not None and self._time.to_report(deadline):
+            self.on_deadline(self, deadline)
 
     def _expire_head(self, now: float) -> None:
         # rabbit_amqqueue_process:drop_expired_msgs/2: from the head only.
