@@ -151,3 +151,21 @@ def test_reject_retry_loop_counts_up(conn, names):
         wait_for(conn, get_one, what=f"dead-lettered copy {count}")
         [death] = got[0][1].headers["x-death"]
         assert (death["count"], death["reason"]) == (count, "rejected")
+
+
+def test_requeue_that_overflows_drops_the_head_before_delivering(conn, names):
+    # rabbit_amqqueue_process:requeue_and_run: maybe_drop_head before run_message_queue.
+    q = names.queue()
+    ch = conn.channel()
+    ch.queue_declare(q, arguments={"x-max-length": 1})
+    ch.confirm_delivery()
+    ch.basic_qos(prefetch_count=1)
+    got = Collector()
+    ch.basic_consume(q, got)
+    ch.basic_publish("", q, b"m0")
+    wait_for(conn, lambda: len(got) == 1, what="m0")
+    ch.basic_publish("", q, b"m1")  # ready: the consumer's prefetch is full
+    ch.basic_nack(got.messages[0][0].delivery_tag, requeue=True)
+    wait_for(conn, lambda: len(got) == 2, what="the next delivery")
+    assert [(m.redelivered, b) for m, _p, b in got.messages] == [(False, b"m0"), (False, b"m1")]
+    assert queue_depth(conn, q) == (0, 1)

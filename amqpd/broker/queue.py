@@ -311,13 +311,20 @@ class Queue:
         return True
 
     def _settle_head(self, now: float) -> None:
-        """After a publish or requeue: deliver, then drop over the limits, then expire."""
-        if self._consumers:
-            self.dispatch(now)
+        """After a publish or requeue: drop over the limits, expire, then deliver.
+
+        rabbit_amqqueue_process:requeue_and_run/2 runs maybe_drop_head, drop_expired_msgs,
+        then run_message_queue: a requeue that overflows drops the (requeued) head even when
+        a consumer could take it (oracle: x-max-length 1, nack of the delivered m0 with m1
+        ready: m0 is dropped, m1 delivered).
+        """
         if self._limits is not None:
             self._drop_head(self._limits, now)
         if self._time.expiring:
             self._expire_head(now)
+        if self._consumers:
+            self.dispatch(now)
+        if self._time.expiring:
             self._reschedule()
 
     def _drop_head(self, limits: LengthLimits, now: float) -> None:
