@@ -9,7 +9,9 @@ Nothing sleeps: where time must pass, a bounded wait for an event the broker mus
 from __future__ import annotations
 
 import pika
-from helpers import Collector, channel_error, consume_n, queue_depth, wait_for
+import pika.exceptions
+import pytest
+from helpers import Collector, channel_error, consume_n, queue_depth, queue_exists, wait_for
 
 
 def test_single_active_consumer_hand_over_prefers_higher_priority(connect, names):
@@ -169,3 +171,47 @@ def test_requeue_that_overflows_drops_the_head_before_delivering(conn, names):
     wait_for(conn, lambda: len(got) == 2, what="the next delivery")
     assert [(m.redelivered, b) for m, _p, b in got.messages] == [(False, b"m0"), (False, b"m1")]
     assert queue_depth(conn, q) == (0, 1)
+
+
+@pytest.mark.parametrize("use", ["passive_declare", "basic_get"])
+def test_queue_expiry_lease_is_renewed_by_use(conn, names, use):
+    # A dead-lettered "clock" message stands in for a sleep: when it arrives, its TTL has
+    # passed. The lease is 1000 ms; renewed at ~600 ms, the queue must outlive ~1200 ms.
+    ch = conn.channel()
+    dlq = names.queue("dlq")
+    ch.queue_declare(dlq)
+    clock = names.queue("clock")
+    ch.queue_declare(
+        clock,
+        arguments={
+            "x-message-ttl": 600,
+            "x-dead-letter-exchange": "",
+            "x-dead-letter-routing-key": dlq,
+        },
+    )
+    q = names.queue()
+    ch.queue_declare(q, arguments={"x-expires": 1000})
+    ch.confirm_delivery()
+
+    def wait_600ms() -> None:
+        ch.basic_publish("", clock, b"tick")
+        [(_m, _p, body)] = consume_n(conn, ch, dlq, 1)
+        assert body == b"tick"
+
+    wait_600ms()
+    if use == "passive_declare":
+        ch.queue_declare(q, passive=True)
+    else:
+        assert ch.basic_get(q) == (None, None, None)
+    wait_600ms()
+    assert queue_exists(conn, q)  # this passive declare renews the lease once more
+    gone = []
+
+    def expired() -> bool:
+        try:
+            ch.basic_publish("", q, b"ping", mandatory=True)
+        except pika.exceptions.UnroutableError:
+            gone.append(True)
+        return bool(gone)
+
+    wait_for(conn, expired, what="queue expiry")
