@@ -4,6 +4,11 @@ Rules of this module:
 - The Broker owns the vhost table and the user table; nothing else holds them.
 - Passwords are kept as salted SHA-256 hashes (RabbitMQ's rabbit_password_hashing_sha256
   scheme: 4-byte salt + sha256(salt + password)) and compared in constant time.
+- Time: the broker never reads a monotonic clock. ``next_deadline()`` / ``tick(now)`` run
+  the vhosts' queue timers (TTL at the head, x-expires); ``on_deadline_moved`` (set by the
+  server) is called when the earliest deadline moved earlier, so the server's timer task
+  can wake up. ``wall_clock`` (injected; ``time.time`` by default) is read only for the
+  x-death ``time`` field, so tests pass a fake one.
 """
 
 from __future__ import annotations
@@ -11,6 +16,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import time
+from collections.abc import Callable
 
 import attrs
 
@@ -37,8 +44,13 @@ def _hash(salt: bytes, password: str) -> bytes:
 
 
 class Broker:
-    def __init__(self, *, default_user: bool = True) -> None:
-        self.vhosts: dict[str, VirtualHost] = {"/": VirtualHost("/")}
+    def __init__(
+        self, *, default_user: bool = True, wall_clock: Callable[[], float] = time.time
+    ) -> None:
+        self.wall_clock = wall_clock
+        self.on_deadline_moved: Callable[[], None] | None = None
+        self.vhosts: dict[str, VirtualHost] = {}
+        self.add_vhost("/")
         self._users: dict[str, _Credentials] = {}
         if default_user:
             # RabbitMQ's default user: guest/guest, administrator, loopback only.
@@ -47,8 +59,23 @@ class Broker:
     def add_vhost(self, name: str) -> VirtualHost:
         vhost = self.vhosts.get(name)
         if vhost is None:
-            vhost = self.vhosts[name] = VirtualHost(name)
+            vhost = self.vhosts[name] = VirtualHost(name, wall_clock=self.wall_clock)
+            vhost.on_deadline_moved = self._deadline_moved
         return vhost
+
+    def _deadline_moved(self) -> None:
+        if self.on_deadline_moved is not None:
+            self.on_deadline_moved()
+
+    def next_deadline(self) -> float | None:
+        """The earliest time ``tick`` must run (None: no timer pending)."""
+        deadlines = [d for v in self.vhosts.values() if (d := v.next_deadline()) is not None]
+        return min(deadlines) if deadlines else None
+
+    def tick(self, now: float) -> None:
+        """Run every queue timer due at ``now``."""
+        for vhost in list(self.vhosts.values()):
+            vhost.tick(now)
 
     def add_user(
         self,

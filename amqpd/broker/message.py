@@ -5,6 +5,12 @@ Rules of this module:
   new one). The one exception is the decoded-properties cache, filled on first use.
 - Properties stay as the raw bytes of the content header (protocol/properties.py encoding);
   most messages are routed and delivered without ever decoding them.
+- ``bcc`` keeps the BCC routing keys of a publish after the BCC header was stripped from
+  the delivered copy: dead-lettering without a dead-letter routing key routes by *all* the
+  original keys, BCC included (rabbit_dead_letter:make_msg/5 keeps ``routing_keys``).
+- ``expiration_ms`` is the per-message TTL (the ``expiration`` property), read once; the
+  session has validated the text at publish (406 "invalid expiration"), so a value that
+  does not parse here (a message built by a test) counts as no TTL.
 """
 
 from __future__ import annotations
@@ -15,8 +21,13 @@ if TYPE_CHECKING:
     from amqpd.protocol.properties import BasicProperties
 
 
+# Property flag bit of ``expiration`` (spec 0-9-1 4.2.6.1, basic class).
+_FLAG_EXPIRATION = 1 << 8
+_UNSET = -2
+
+
 class Message:
-    __slots__ = ("_properties", "body", "exchange", "properties_raw", "routing_key")
+    __slots__ = ("_properties", "_ttl", "bcc", "body", "exchange", "properties_raw", "routing_key")
 
     def __init__(
         self,
@@ -25,12 +36,15 @@ class Message:
         properties_raw: bytes,
         body: bytes,
         properties: BasicProperties | None = None,
+        bcc: tuple[str, ...] = (),
     ) -> None:
         self.exchange = exchange
         self.routing_key = routing_key
         self.properties_raw = properties_raw
         self.body = body
         self._properties = properties
+        self.bcc = bcc
+        self._ttl = _UNSET
 
     @property
     def properties(self) -> BasicProperties:
@@ -61,8 +75,28 @@ class Message:
         """Body size in bytes (what x-max-length-bytes counts)."""
         return len(self.body)
 
+    @property
+    def expiration_ms(self) -> int | None:
+        """The per-message TTL in ms (``expiration`` property), None when absent."""
+        ttl = self._ttl
+        if ttl == _UNSET:
+            ttl = -1
+            raw = self.properties_raw
+            # Only decode when the flag word says the property is there (the hot path).
+            if len(raw) >= 2 and ((raw[0] << 8) | raw[1]) & _FLAG_EXPIRATION:
+                text = self.properties.expiration
+                if text is not None:
+                    try:
+                        ttl = max(int(text), 0)
+                    except ValueError:
+                        ttl = -1
+            self._ttl = ttl
+        return None if ttl < 0 else ttl
+
     def with_properties(self, properties: BasicProperties) -> Message:
-        return Message(self.exchange, self.routing_key, properties.encode(), self.body, properties)
+        return Message(
+            self.exchange, self.routing_key, properties.encode(), self.body, properties, self.bcc
+        )
 
     def headers(self) -> dict[str, object]:
         """The headers table (empty when absent)."""

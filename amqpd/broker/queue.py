@@ -3,40 +3,64 @@
 Rules of this module:
 - The Queue is the one owner of its messages and its consumer list. Consumers (the session's
   objects) are told about deliveries through the ``Consumer`` protocol and never touch the
-  queue's state directly.
+  queue's state directly. Which consumer gets the next message (consumer priorities, single
+  active consumer) is ``ConsumerSet``'s business (consumers.py).
 - Every message gets a sequence number on enqueue. Ready messages live in a ready store
   (ready.py): a requeued message goes back to its ORIGINAL position (RabbitMQ since 2.7.0,
   docs "Negative Acknowledgement and Requeuing"), O(log n) per requeue; with
   x-max-priority, higher priorities first and FIFO within one.
 - Unacked entries (delivered or got, not yet settled) are kept by seq.
-- Length limits (x-max-length, x-max-length-bytes; docs "Queue Length Limit") count READY
-  messages only (unacked ones do not) and body bytes only. Overflow drop-head drops from the
-  head after a publish or requeue; reject-publish / reject-publish-dlx refuse the publish
-  that would overflow (checked before any delivery attempt, as rabbit_amqqueue_process
-  will_overflow/2 does), and ``enqueue`` returns False so the session can nack it.
-- Never calls into the vhost except through ``on_unused``, the auto-delete hook, and
-  ``on_dead_letter``, the dead-letter hook (unset until dead-lettering lands).
+- Length limits (limits.py) count READY messages and body bytes only: drop-head drops from
+  the head after a publish or requeue; reject-publish(-dlx) refuses the publish that would
+  overflow before any delivery attempt (will_overflow/2), and ``enqueue`` returns False so
+  the session can nack it; -dlx also dead-letters it (reason ``maxlen``).
+- TTL (reference 2.2): an entry's expiry is fixed at enqueue (expiry.py) and kept across
+  requeues. Expired messages are never delivered nor got; as in classic queues they are
+  removed (dead-lettered, reason ``expired``) only at the head: before each delivery and
+  basic.get, after a publish or requeue, and by ``tick`` at the head's expiry. A fresh
+  publish handed straight to a ready consumer is delivered whatever its TTL: TTL 0 means
+  "expires unless a consumer takes it at once" (rabbit_amqqueue_process:deliver_or_enqueue
+  tries delivery before the TTL applies).
+- Queue expiry (x-expires): the queue is deleted (``on_unused``, no dead-lettering) once it
+  has had no consumers and no declare or basic.get for that long.
+- Time comes in as ``now`` (monotonic seconds). Each method that needs it takes
+  ``now: float | None``; None means "the latest time this queue was given" (expiry.py).
+- Deadlines: ``next_deadline()`` is the head's expiry or the end of the x-expires lease;
+  whenever it may have moved EARLIER than what was last reported, the queue calls
+  ``on_deadline(queue, deadline)`` (the vhost's timer heap); a deadline that moved later is
+  found out when the old one fires and ``tick(now)`` reports the new one.
+- Never calls into the vhost except through the hooks ``on_unused`` (auto-delete, x-expires),
+  ``on_dead_letter`` and ``on_deadline``. Hooks run after the queue's state is consistent,
+  so they may re-enter it (a dead-letter loop through the same queue).
 """
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from typing import Any, Protocol
 
 import attrs
 
 from amqpd.broker.arguments import is_int
+from amqpd.broker.consumers import ConsumerSet
+from amqpd.broker.expiry import QueueClock
+from amqpd.broker.limits import LengthLimits
 from amqpd.broker.message import Message
 from amqpd.broker.ready import PriorityReady, ReadyFifo, ReadyStore
 from amqpd.errors import AccessRefused
 
-# Why a message leaves a queue without being acked (x-death "reason" values).
-DeadLetterHook = Callable[["Queue", Message, str], None]
+# (queue, message, reason, now): reason is an x-death reason ("rejected", "expired",
+# "maxlen"); the vhost republishes through the queue's dead-letter exchange.
+DeadLetterHook = Callable[["Queue", Message, str, float], None]
+DeadlineHook = Callable[["Queue", float], None]
 
 
 def _int_arg(value: object) -> int | None:
     return int(value) if isinstance(value, int) and is_int(value) else None
+
+
+def _truthy(value: object) -> bool:
+    return value is True
 
 
 @attrs.frozen(slots=True)
@@ -44,6 +68,8 @@ class QueuedMessage:
     message: Message
     seq: int
     redelivered: bool = False
+    # Monotonic time at which the message expires (None: never); fixed at enqueue.
+    expires_at: float | None = None
 
 
 class Consumer(Protocol):
@@ -51,6 +77,7 @@ class Consumer(Protocol):
 
     tag: str
     exclusive: bool
+    priority: int  # the x-priority consume argument (0 without it)
 
     def ready(self) -> bool:
         """May this consumer take another delivery now (qos credit, flow)?"""
@@ -83,6 +110,7 @@ class QueueStatistics:
     messages_ready_bytes: int
     dropped: int
     rejected: int
+    expired: int = 0
 
 
 class Queue:
@@ -96,6 +124,7 @@ class Queue:
         auto_delete: bool = False,
         arguments: Mapping[str, Any] | None = None,
         queue_type: str = "classic",
+        now: float = 0.0,
     ) -> None:
         self.name = name
         self.vhost = vhost
@@ -105,19 +134,20 @@ class Queue:
         self.arguments: Mapping[str, Any] = dict(arguments or {})
         self.queue_type = queue_type
         self.deleted = False
-        # Called once when an auto-delete queue loses its last consumer (the vhost deletes
-        # it); None for queues nobody registered.
+        # Called once when the queue is no longer wanted: an auto-delete queue lost its last
+        # consumer, or the x-expires lease ran out (the vhost deletes it).
         self.on_unused: Callable[[Queue], None] | None = None
-        # Called with (queue, message, reason) for a message dropped by max-length
-        # ("maxlen") or rejected without requeue ("rejected"); the DLX issue sets it.
         self.on_dead_letter: DeadLetterHook | None = None
+        self.on_deadline: DeadlineHook | None = None
 
+        self._time = QueueClock(self.arguments, now)
         self._next_seq = 1
-        max_priority = _int_arg(self.arguments.get("x-max-priority"))
+        args = self.arguments
+        max_priority = _int_arg(args.get("x-max-priority"))
         # x-max-priority 0 has a single level: a plain FIFO behaves the same, faster.
         self._ready: ReadyStore = PriorityReady(max_priority) if max_priority else ReadyFifo()
         self._unacked: dict[int, QueuedMessage] = {}
-        self._consumers: deque[Consumer] = deque()
+        self._consumers = ConsumerSet(single_active=_truthy(args.get("x-single-active-consumer")))
         self._had_consumer = False
         self._exclusive_consumer: Consumer | None = None
         self._published = 0
@@ -125,15 +155,9 @@ class Queue:
         self._acked = 0
         self._dropped = 0
         self._rejected = 0
+        self._expired = 0
         self._ready_bytes = 0
-        args = self.arguments
-        self._max_length = _int_arg(args.get("x-max-length"))
-        self._max_bytes = _int_arg(args.get("x-max-length-bytes"))
-        self._limited = self._max_length is not None or self._max_bytes is not None
-        overflow = args.get("x-overflow", "drop-head")
-        if isinstance(overflow, bytes):
-            overflow = overflow.decode()
-        self._reject_publish = overflow in ("reject-publish", "reject-publish-dlx")
+        self._limits = LengthLimits.from_arguments(args)
 
     # -- introspection -----------------------------------------------------------------------
     @property
@@ -142,7 +166,10 @@ class Queue:
 
     @property
     def message_count(self) -> int:
-        """Ready messages (what queue.declare-ok and basic.get-ok report)."""
+        """Ready messages (what queue.declare-ok and basic.get-ok report).
+
+        Expired messages not yet at the head still count, as in RabbitMQ.
+        """
         return len(self._ready)
 
     @property
@@ -156,6 +183,11 @@ class Queue:
     @property
     def consumers(self) -> tuple[Consumer, ...]:
         return tuple(self._consumers)
+
+    @property
+    def single_active_consumer(self) -> Consumer | None:
+        """With x-single-active-consumer: the consumer that gets the deliveries."""
+        return self._consumers.active
 
     def resource(self) -> str:
         """RabbitMQ's rabbit_misc:rs/1 rendering, used in error texts."""
@@ -176,10 +208,73 @@ class Queue:
             messages_ready_bytes=self._ready_bytes,
             dropped=self._dropped,
             rejected=self._rejected,
+            expired=self._expired,
         )
 
+    # -- time --------------------------------------------------------------------------------
+    def _clock(self, now: float | None) -> float:
+        return self._time.advance(now)
+
+    def next_deadline(self) -> float | None:
+        """When ``tick`` must run: the head's expiry or the end of the x-expires lease."""
+        deadline: float | None = None
+        if self._time.expiring:
+            head = self._ready.peek()
+            if head is not None:
+                deadline = head.expires_at
+        lease = None if self._consumers else self._time.lease_end()
+        if lease is not None and (deadline is None or lease < deadline):
+            deadline = lease
+        return deadline
+
+    @property
+    def scheduled_deadline(self) -> float | None:
+        """The earliest deadline reported through ``on_deadline`` and not yet ticked."""
+        return self._time.scheduled
+
+    def tick(self, now: float) -> None:
+        """Expire messages at the head and the queue itself, as due at ``now``."""
+        now = self._clock(now)
+        self._time.scheduled = None
+        if self.deleted:
+            return
+        self._expire_head(now)
+        lease = None if self._consumers else self._time.lease_end()
+        if lease is not None and now >= lease:
+            # x-expires: deleted, messages and all, without dead-lettering (docs "Queue TTL").
+            if self.on_unused is not None:
+                self.on_unused(self)
+            return
+        self._reschedule()
+
+    def touch(self, now: float | None = None) -> None:
+        """A queue.declare (passive or not): renews the x-expires lease."""
+        self._time.last_used = self._clock(now)
+        self._reschedule()
+
+    def _reschedule(self) -> None:
+        if self.deleted or self.on_deadline is None:
+            return
+        deadline = self.next_deadline()
+        if deadline is not None and self._time.to_report(deadline):
+            self.on_deadline(self, deadline)
+
+    def _expire_head(self, now: float) -> None:
+        # rabbit_amqqueue_process:drop_expired_msgs/2: from the head only.
+        if not self._time.expiring:
+            return
+        ready = self._ready
+        while True:
+            head = ready.peek()
+            if head is None or head.expires_at is None or head.expires_at > now:
+                return
+            self._take()
+            self._expired += 1
+            if self.on_dead_letter is not None:
+                self.on_dead_letter(self, head.message, "expired", now)
+
     # -- messages ----------------------------------------------------------------------------
-    def enqueue(self, message: Message) -> bool:
+    def enqueue(self, message: Message, now: float | None = None) -> bool:
         """Add a message; delivered at once if a consumer is ready.
 
         False when the queue refused it (overflow reject-publish / reject-publish-dlx): the
@@ -189,42 +284,60 @@ class Queue:
             # A publish routed before the queue went (e.g. held in a tx until commit) is
             # dropped with it, as RabbitMQ drops deliveries to a dead queue process.
             return True
-        if self._limited and self._reject_publish and self._would_overflow(message):
+        now = self._clock(now)
+        limits = self._limits
+        if (
+            limits is not None
+            and limits.reject_publish
+            and limits.would_overflow(len(self._ready), self._ready_bytes, len(message.body))
+        ):
             self._rejected += 1
+            if limits.reject_dlx and self.on_dead_letter is not None:
+                self.on_dead_letter(self, message, "maxlen", now)
             return False
         seq = self._next_seq
         self._next_seq = seq + 1
         self._published += 1
-        self._ready.append(QueuedMessage(message, seq, False))
+        entry = QueuedMessage(message, seq, False, self._time.expiry(message, now))
+        ready = self._ready
+        if self._consumers and not len(ready):
+            consumer = self._consumers.next_ready()
+            if consumer is not None:
+                self._hand_to(consumer, entry)
+                return True
+        ready.append(entry)
         self._ready_bytes += len(message.body)
-        if self._consumers:
-            self.dispatch()
-        if self._limited:
-            self._drop_head()
+        self._settle_head(now)
         return True
 
-    def _would_overflow(self, message: Message) -> bool:
-        # rabbit_amqqueue_process:will_overflow/2: would this publish exceed a limit?
-        if self._max_length is not None and self.message_count + 1 > self._max_length:
-            return True
-        return (
-            self._max_bytes is not None and self._ready_bytes + len(message.body) > self._max_bytes
-        )
+    def _settle_head(self, now: float) -> None:
+        """After a publish or requeue: drop over the limits, expire, then deliver.
 
-    def _drop_head(self) -> None:
+        rabbit_amqqueue_process:requeue_and_run/2 runs maybe_drop_head, drop_expired_msgs,
+        then run_message_queue: a requeue that overflows drops the (requeued) head even when
+        a consumer could take it (oracle: x-max-length 1, nack of the delivered m0 with m1
+        ready: m0 is dropped, m1 delivered).
+        """
+        if self._limits is not None:
+            self._drop_head(self._limits, now)
+        if self._time.expiring:
+            self._expire_head(now)
+        if self._consumers:
+            self.dispatch(now)
+        if self._time.expiring:
+            self._reschedule()
+
+    def _drop_head(self, limits: LengthLimits, now: float) -> None:
         # rabbit_amqqueue_process:maybe_drop_head/2: drop (dead-letter, reason maxlen) the
         # oldest ready messages until both limits hold. With reject-publish the limits are
         # enforced at publish, but a requeue can still overflow: drop then too.
-        max_length, max_bytes = self._max_length, self._max_bytes
-        while (max_length is not None and self.message_count > max_length) or (
-            max_bytes is not None and self._ready_bytes > max_bytes
-        ):
+        while limits.over(len(self._ready), self._ready_bytes):
             entry = self._take()
             if entry is None:
                 return
             self._dropped += 1
             if self.on_dead_letter is not None:
-                self.on_dead_letter(self, entry.message, "maxlen")
+                self.on_dead_letter(self, entry.message, "maxlen", now)
 
     def _take(self) -> QueuedMessage | None:
         """Remove and return the next ready entry in delivery order."""
@@ -233,8 +346,19 @@ class Queue:
             self._ready_bytes -= len(entry.message.body)
         return entry
 
-    def get(self) -> QueuedMessage | None:
-        """basic.get: the next message, now unacked (the session acks at once for no-ack)."""
+    def _hand_to(self, consumer: Consumer, entry: QueuedMessage) -> None:
+        self._unacked[entry.seq] = entry
+        self._delivered += 1
+        consumer.deliver(self, entry)
+
+    def get(self, now: float | None = None) -> QueuedMessage | None:
+        """basic.get: the next message, now unacked (the session acks at once for no-ack).
+
+        Counts as use of the queue for x-expires, even when it finds nothing.
+        """
+        now = self._clock(now)
+        self._time.last_used = now
+        self._expire_head(now)
         entry = self._take()
         if entry is None:
             return None
@@ -247,23 +371,24 @@ class Queue:
         if self._unacked.pop(entry.seq, None) is not None:
             self._acked += 1
 
-    def discard(self, entry: QueuedMessage) -> None:
-        """Reject without requeue: dead-lettered with reason ``rejected`` (if a hook is set)."""
+    def discard(self, entry: QueuedMessage, now: float | None = None) -> None:
+        """Reject without requeue: dead-lettered with reason ``rejected``."""
         if self._unacked.pop(entry.seq, None) is not None and self.on_dead_letter is not None:
-            self.on_dead_letter(self, entry.message, "rejected")
+            self.on_dead_letter(self, entry.message, "rejected", self._clock(now))
 
-    def requeue(self, entries: Iterable[QueuedMessage]) -> None:
-        """Put unacked entries back at their original position, redelivered=True."""
+    def requeue(self, entries: Iterable[QueuedMessage], now: float | None = None) -> None:
+        """Put unacked entries back at their original position, redelivered=True.
+
+        They keep their original expiry (docs "Time-To-Live and Expiration").
+        """
+        now = self._clock(now)
         ready = self._ready
         for entry in entries:
             if self._unacked.pop(entry.seq, None) is None:
                 continue  # already settled (or purged with the queue): nothing to put back
-            ready.put_back(QueuedMessage(entry.message, entry.seq, True))
+            ready.put_back(QueuedMessage(entry.message, entry.seq, True, entry.expires_at))
             self._ready_bytes += len(entry.message.body)
-        if self._consumers:
-            self.dispatch()
-        if self._limited:
-            self._drop_head()
+        self._settle_head(now)
 
     def purge(self) -> int:
         """Drop every ready message (unacked ones stay, as in RabbitMQ); returns the count."""
@@ -273,51 +398,61 @@ class Queue:
         return count
 
     # -- consumers ---------------------------------------------------------------------------
-    def add_consumer(self, consumer: Consumer) -> None:
+    def add_consumer(self, consumer: Consumer, now: float | None = None) -> None:
         """Attach a consumer (basic.consume); 403 on an exclusive-consumer conflict."""
         # rabbit_queue_consumers / rabbit_amqqueue_process: an exclusive consumer needs the
         # queue to itself, and nobody may join a queue that has one.
         if self._exclusive_consumer is not None or (consumer.exclusive and self._consumers):
             raise AccessRefused(f"{self.resource()} in exclusive use")
+        self._clock(now)
         if consumer.exclusive:
             self._exclusive_consumer = consumer
-        self._consumers.append(consumer)
+        self._consumers.add(consumer, consumer.priority)
         self._had_consumer = True
         self.dispatch()
 
-    def remove_consumer(self, consumer: Consumer) -> None:
+    def remove_consumer(self, consumer: Consumer, now: float | None = None) -> None:
         """Detach a consumer (basic.cancel, channel close). Auto-delete when the last goes."""
-        try:
-            self._consumers.remove(consumer)
-        except ValueError:
+        now = self._clock(now)
+        if not self._consumers.remove(consumer):
             return
         if self._exclusive_consumer is consumer:
             self._exclusive_consumer = None
+        if self._consumers:
+            # A single-active hand-over does not run the queue: the new active consumer gets
+            # the ready messages at the next queue event (publish, settle, requeue, channel
+            # down). RabbitMQ 3.13 rabbit_amqqueue_process basic_cancel replies without
+            # run_message_queue (4.x runs it); oracle: pika's channel.close cancels first,
+            # and the requeued message still comes to the new active consumer first.
+            return
         # Auto-delete: "the queue is deleted when its last consumer is cancelled", only if it
         # ever had one (spec queue.declare auto-delete; RabbitMQ semantics).
-        if self.auto_delete and not self._consumers and self.on_unused is not None:
+        if self.auto_delete and self.on_unused is not None:
             self.on_unused(self)
+            return
+        # Unused from now on: the x-expires lease starts.
+        self._time.last_used = now
+        self._reschedule()
 
-    def dispatch(self) -> None:
-        """Deliver ready messages round robin while some consumer is ready."""
+    def dispatch(self, now: float | None = None) -> None:
+        """Deliver ready messages while some consumer can take one (consumers.py decides)."""
         consumers = self._consumers
-        idle = 0
-        # Structured as "pick the next consumer, then hand it one message" so consumer
-        # priorities and single-active-consumer can later replace the picking step only.
-        while consumers and len(self._ready):
-            consumer = consumers[0]
-            consumers.rotate(-1)
-            if not consumer.ready():
-                idle += 1
-                if idle >= len(consumers):
+        if not consumers:
+            return
+        now = self._clock(now)
+        ready = self._ready
+        clock = self._time
+        while len(ready):
+            if clock.expiring:
+                self._expire_head(now)
+                if not len(ready):
                     return
-                continue
-            idle = 0
+            consumer = consumers.next_ready()
+            if consumer is None:
+                return
             entry = self._take()
             assert entry is not None
-            self._unacked[entry.seq] = entry
-            self._delivered += 1
-            consumer.deliver(self, entry)
+            self._hand_to(consumer, entry)
 
     def delete(self) -> int:
         """Mark deleted, cancel every consumer; returns the ready message count dropped.
@@ -327,6 +462,7 @@ class Queue:
         if self.deleted:
             return 0
         self.deleted = True
+        self._time.scheduled = None
         count = self.message_count
         consumers = list(self._consumers)
         self._consumers.clear()

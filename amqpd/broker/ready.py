@@ -28,6 +28,10 @@ class ReadyStore(Protocol):
 
     def take(self) -> QueuedMessage | None: ...
 
+    def peek(self) -> QueuedMessage | None:
+        """The entry ``take`` would return, left in place."""
+        ...
+
     def clear(self) -> None: ...
 
     def __len__(self) -> int: ...
@@ -53,6 +57,15 @@ class ReadyFifo:
             return heapq.heappop(requeued)[1]
         if fresh:
             return fresh.popleft()
+        return None
+
+    def peek(self) -> QueuedMessage | None:
+        requeued = self._requeued
+        fresh = self._fresh
+        if requeued and (not fresh or requeued[0][0] < fresh[0].seq):
+            return requeued[0][1]
+        if fresh:
+            return fresh[0]
         return None
 
     def clear(self) -> None:
@@ -92,6 +105,14 @@ class PriorityReady:
             if len(level):
                 self._count -= 1
                 return level.take()
+        return None  # pragma: no cover - _count says otherwise
+
+    def peek(self) -> QueuedMessage | None:
+        if not self._count:
+            return None
+        for level in reversed(self._levels):
+            if len(level):
+                return level.peek()
         return None  # pragma: no cover - _count says otherwise
 
     def clear(self) -> None:

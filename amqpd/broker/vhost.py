@@ -10,13 +10,26 @@ Rules of this module:
 - Names arrive as the client sent them; declare, delete and (un)bind strip CR and LF
   first, as RabbitMQ's ``strip_cr_lf/1`` does; publish, consume, get and purge do not.
 - ``owner`` is the opaque connection identity used for exclusive queues (405).
+- Dead-lettering (reference 2.1): a queue's ``on_dead_letter`` hook lands in
+  ``_dead_letter``, which builds the message (deadletter.py) and routes it through the
+  queue's dead-letter exchange with the normal routing (bindings, exchange-to-exchange,
+  alternate exchanges). A missing DLX drops the message silently; a destination queue
+  already in the message's death history without a ``rejected`` death since is skipped
+  (``mc:is_death_cycle``). The x-death ``time`` is wall-clock seconds from ``wall_clock``.
+- Timers: queues report deadlines (head TTL, x-expires) through ``on_deadline``; the vhost
+  keeps them in a heap (stale entries are skipped when popped), ``next_deadline()`` /
+  ``tick(now)`` serve them, and ``on_deadline_moved`` tells the server's timer that the
+  earliest deadline moved earlier.
 """
 
 from __future__ import annotations
 
 import base64
+import heapq
+import itertools
 import secrets
-from collections.abc import Hashable, Mapping
+import time
+from collections.abc import Callable, Hashable, Mapping
 from typing import Any
 
 import attrs
@@ -33,6 +46,7 @@ from amqpd.broker.arguments import (
     type_name,
     validate_queue_args,
 )
+from amqpd.broker.deadletter import dead_letter_args, is_death_cycle, make_dead_letter
 from amqpd.broker.exchange import Exchange
 from amqpd.broker.exchanges import EXCHANGE_TYPES
 from amqpd.broker.message import Message
@@ -106,8 +120,15 @@ def _text(value: object) -> str:
 
 
 class VirtualHost:
-    def __init__(self, name: str = "/") -> None:
+    def __init__(self, name: str = "/", *, wall_clock: Callable[[], float] = time.time) -> None:
         self.name = name
+        # Wall-clock seconds, only for the x-death "time" field (the broker's clock).
+        self.wall_clock = wall_clock
+        # Called when next_deadline() moved earlier (the server's timer wakes up).
+        self.on_deadline_moved: Callable[[], None] | None = None
+        self._timers: list[tuple[float, int, Queue]] = []
+        self._timer_seq = itertools.count()
+        self._now = 0.0
         self.exchanges: dict[str, Exchange] = {}
         self.queues: dict[str, Queue] = {}
         # Direct reply-to registry (the session's; amq.rabbitmq.reply-to.* name -> consumer).
@@ -366,10 +387,13 @@ class VirtualHost:
         auto_delete: bool = False,
         arguments: FieldTable | None = None,
         owner: Owner | None = None,
+        now: float | None = None,
     ) -> Queue:
+        now = self._clock(now)
         if passive:
             found = self._queue_or_404(strip_cr_lf(name))
             self._check_exclusive_access(found, owner)
+            found.touch(now)  # a passive declare counts as use for x-expires (oracle)
             return found
         args = arguments or _EMPTY
         # An exclusive queue is never durable: the flag is ignored, no error.
@@ -390,6 +414,7 @@ class VirtualHost:
         queue = self.queues.get(name)
         if queue is not None:
             self._assert_queue_equivalence(queue, durable, auto_delete, args, declared_owner)
+            queue.touch(now)  # a redeclare renews the x-expires lease (classic queues)
             return queue
         resource = self._rs("queue", name)
         dlx = args.get("x-dead-letter-exchange")
@@ -416,11 +441,15 @@ class VirtualHost:
             auto_delete=auto_delete,
             arguments=args,
             queue_type=qtype,
+            now=now,
         )
         queue.on_unused = self._queue_unused
+        queue.on_dead_letter = self._dead_letter
+        queue.on_deadline = self._schedule
         self.queues[name] = queue
         if declared_owner is not None:
             self._exclusive.setdefault(declared_owner, set()).add(name)
+        queue.touch(now)  # starts the x-expires lease, if any
         return queue
 
     def _assert_queue_equivalence(
@@ -531,8 +560,6 @@ class VirtualHost:
                 routing_keys.extend(extra)
             if "BCC" in headers:
                 message = _strip_bcc(message, headers)
-        if name == DEFAULT_EXCHANGE:
-            return self._route_default(routing_keys), message
         return self._route_exchange(exchange, routing_keys, message, headers), message
 
     def _route_default(self, routing_keys: list[str]) -> list[Queue]:
@@ -555,6 +582,8 @@ class VirtualHost:
         message: Message,
         headers: Mapping[str, Any] | None,
     ) -> list[Queue]:
+        if exchange.name == DEFAULT_EXCHANGE:
+            return self._route_default(routing_keys)
         # rabbit_exchange:route1/3: a work list of exchanges, each visited once per pass
         # (cycles allowed), queues collected once each. An exchange's alternate exchange is
         # added when that exchange's own route found no destination at all (exchange
@@ -596,6 +625,59 @@ class VirtualHost:
             visit(x, ximpl.route(routing_keys, headers))
         return list(queues)
 
+    # -- dead-lettering ---------------------------------------------------------------------
+    def _dead_letter(self, queue: Queue, message: Message, reason: str, now: float) -> None:
+        """``Queue.on_dead_letter``: republish through the queue's dead-letter exchange."""
+        dlx_name, dlrk = dead_letter_args(queue.arguments)
+        if dlx_name is None:
+            return
+        dlx = self.exchanges.get(dlx_name)
+        if dlx is None:
+            return  # a missing DLX drops the message silently (docs "Dead Letter Exchanges")
+        now = self._clock(now)
+        dead = make_dead_letter(
+            message,
+            queue=queue.name,
+            reason=reason,
+            dlx=dlx_name,
+            dlrk=dlrk,
+            time=int(self.wall_clock()),
+        )
+        headers = dead.message.headers() if dlx.impl.uses_headers else None
+        for target in self._route_exchange(dlx, dead.routing_keys, dead.message, headers):
+            # rabbit_dead_letter:detect_cycles/3: a cycle without a rejection is dropped.
+            if not is_death_cycle(target.name, dead.deaths):
+                target.enqueue(dead.message, now)
+
+    # -- timers ------------------------------------------------------------------------------
+    def _clock(self, now: float | None) -> float:
+        if now is not None and now > self._now:
+            self._now = now
+        return self._now
+
+    def _schedule(self, queue: Queue, deadline: float) -> None:
+        """``Queue.on_deadline``: remember that ``queue`` wants a tick at ``deadline``."""
+        timers = self._timers
+        earliest = timers[0][0] if timers else None
+        heapq.heappush(timers, (deadline, next(self._timer_seq), queue))
+        if (earliest is None or deadline < earliest) and self.on_deadline_moved is not None:
+            self.on_deadline_moved()
+
+    def next_deadline(self) -> float | None:
+        """When ``tick`` must next run (None: nothing scheduled). May be early, never late."""
+        return self._timers[0][0] if self._timers else None
+
+    def tick(self, now: float) -> None:
+        """Run every queue deadline due at ``now`` (TTL at the head, x-expires)."""
+        now = self._clock(now)
+        timers = self._timers
+        while timers and timers[0][0] <= now:
+            deadline, _, queue = heapq.heappop(timers)
+            # An entry the queue has since replaced (it reported an earlier one, or was
+            # ticked and re-reported) is stale: skip it so duplicates cannot pile up.
+            if not queue.deleted and queue.scheduled_deadline == deadline:
+                queue.tick(now)
+
     # -- statistics --------------------------------------------------------------------------
     def statistics(self) -> VirtualHostStatistics:
         queues = self.queues.values()
@@ -635,6 +717,7 @@ def _header_routes(headers: Mapping[str, Any]) -> list[str]:
 
 def _strip_bcc(message: Message, headers: Mapping[str, Any]) -> Message:
     new_headers = {k: v for k, v in headers.items() if k != "BCC"}
-    props = message.properties
-    props = attrs.evolve(props, headers=new_headers or None)
-    return message.with_properties(props)
+    props = attrs.evolve(message.properties, headers=new_headers or None)
+    # The BCC keys stay with the message (not its headers) for dead-lettering.
+    bcc = tuple(_text(v) for v in headers["BCC"] if is_longstr(v))
+    return Message(message.exchange, message.routing_key, props.encode(), message.body, props, bcc)

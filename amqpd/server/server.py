@@ -19,6 +19,7 @@ import attrs
 import structlog
 import trio
 
+from amqpd.server.broker_timer import BrokerTimer
 from amqpd.server.connection_task import READ_SIZE, ConnectionTask, ServedConnection
 from amqpd.server.listeners import bound_address, format_hostport
 from amqpd.session.config import ConnectionConfig
@@ -172,9 +173,15 @@ async def serve(
     config: ServerConfig = ServerConfig(),
     task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve AMQP on ``listeners`` with real session connections on ``broker``."""
+    """Serve AMQP on ``listeners`` with real session connections on ``broker``.
+
+    Also runs the broker's timer (queue TTL and x-expires) for as long as the server runs.
+    """
     server = Server(listeners, session_connection_factory(broker, config.connection), config=config)
-    await server.run(task_status=task_status)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(BrokerTimer(broker).run)
+        await server.run(task_status=task_status)
+        nursery.cancel_scope.cancel()
 
 
 def session_connection_factory(

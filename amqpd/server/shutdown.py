@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import structlog
 import trio
 
+from amqpd.server.broker_timer import BrokerTimer
 from amqpd.server.listeners import ListenAddress, open_listeners
 from amqpd.server.server import (
     ConnectionFactory,
@@ -60,6 +61,9 @@ async def run_broker(
         server = Server(listeners, connection_factory, config=config)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_watch_signals, signals, server, nursery.cancel_scope)
+            if broker is not None:
+                # The queue timers (TTL, x-expires); cancelled with the signal watcher.
+                nursery.start_soon(BrokerTimer(broker).run)
             async with trio.open_nursery() as serving:
                 await serving.start(server.run)
                 bound = server.addresses

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 def basic_get(ch: Channel, cmd: Command) -> None:
     m = cast(M.BasicGet, cmd.method)
     queue = ch.vhost.get_queue(ch.expand_queue_name(m.queue), ch.conn)
-    entry = queue.get()
+    entry = queue.get(ch.now)
     if entry is None:
         ch.send_method(BasicGetEmpty())
         return

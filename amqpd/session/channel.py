@@ -12,8 +12,8 @@ Rules of this module (docs/internals.md "session/"; reference 1.3, 1.4, 2.6-2.9)
 - Publisher confirms accumulate and go out on ``flush()``: the Connection calls it after
   processing each received chunk (one coalesced basic.ack per burst). ``handle`` also
   flushes before raising, so acks of earlier publishes precede the channel.close.
-- ``on_closed()`` (idempotent): deliveries stop, every unacked delivery goes back to its
-  queue at its original position with redelivered set, consumers are removed (no frames),
+- ``on_closed()`` (idempotent): deliveries stop, consumers are removed (no frames), every
+  unacked delivery goes back to its queue at its original position with redelivered set,
   the reply-to key is released, pending confirms and the tx are dropped (RabbitMQ sends
   nothing once a channel is closing).
 """
@@ -54,11 +54,16 @@ class Channel:
         self.last_queue = ""  # RabbitMQ's most_recently_declared_queue
         # Set while this channel's queue.delete runs: server cancels wait for delete-ok.
         self.deferred_cancels: list[M.Method] | None = None
+        # The ``now`` of the command being handled (or the last one): handlers pass it to the
+        # queues, which need time for TTL and x-expires.
+        self.now = 0.0
 
     # -- the Connection's interface ----------------------------------------------------------
 
     def handle(self, cmd: Command, now: float) -> None:
         handler = _HANDLERS.get(type(cmd.method))
+        if now > self.now:
+            self.now = now
         try:
             if handler is None:
                 raise CommandInvalid("unimplemented method")
@@ -94,6 +99,7 @@ class Channel:
         if self.closed:
             return
         self.closed = True
+        now = self.now
         consumers = list(self.consumers.values())
         for c in consumers:
             c.active = False  # requeued messages must not come back to this channel
@@ -103,10 +109,17 @@ class Channel:
             # channel had not settled (rabbit_amqqueue_process on channel down).
             records.extend(self.tx.rollback())
             self.tx = None
-        self._requeue(records)
+        # rabbit_amqqueue_process:handle_ch_down/2: the consumers go first (a single active
+        # consumer hands over), then each queue requeues and runs, so the requeued messages
+        # go to the new active consumer in their original order.
         self.consumers.clear()
         for c in consumers:
-            c.queue.remove_consumer(c)
+            c.queue.remove_consumer(c, now)
+        self._requeue(records)
+        requeued = {id(r.queue) for r in records}
+        for q in {id(c.queue): c.queue for c in consumers}.values():
+            if id(q) not in requeued:
+                q.dispatch(now)  # requeue_and_run with nothing to requeue still runs
         reply_to.cancel(self)
         if self.confirms is not None:
             self.confirms.clear()
@@ -144,20 +157,21 @@ class Channel:
         else:
             groups = _groups(records)
         from_consumers = 0
+        now = self.now
         for queue, owner, entries in groups:
             if owner is not None:
                 owner.outstanding -= len(entries)
                 from_consumers += len(entries)
             if op == "requeue":
-                queue.requeue(entries)  # original positions, redelivered; it dispatches
+                queue.requeue(entries, now)  # original positions, redelivered; it dispatches
                 continue
             if op == "ack":
                 for entry in entries:
                     queue.ack(entry)
             else:
                 for entry in entries:
-                    queue.discard(entry)
-            queue.dispatch()
+                    queue.discard(entry, now)  # dead-lettered (reason rejected) if a DLX is set
+            queue.dispatch(now)
         if self.limiter.settled(from_consumers):
             # The shared limit was full: every queue this channel consumes from may go on.
             self.dispatch_consumer_queues()
@@ -168,7 +182,7 @@ class Channel:
             q = c.queue
             if id(q) not in seen:
                 seen.add(id(q))
-                q.dispatch()
+                q.dispatch(self.now)
 
     def _requeue(self, records: list[Unacked]) -> None:
         """Channel close: each queue takes back all of this channel's deliveries at once
@@ -181,7 +195,7 @@ class Channel:
             else:
                 slot[1].append(r.entry)
         for q, entries in by_queue.values():
-            q.requeue(entries)
+            q.requeue(entries, self.now)
 
 
 def _channel_flow(ch: Channel, cmd: Command) -> None:

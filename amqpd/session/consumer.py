@@ -6,6 +6,9 @@ basic.cancel and basic.qos clauses, ``cancel_consumer/3``, ``rabbit_queue_consum
   reuse consumer tag 'x'". An empty tag gets a server tag ``amq.ctag-<22 base64url chars>``
   (``rabbit_guid:binary(gen_secure(), "amq.ctag")``).
 - ``no_local`` is ignored (RabbitMQ does not implement it); ``arguments`` go to the queue.
+- ``x-priority`` (consumer priority) must be an integer of any width, else 406
+  (``rabbit_amqqueue:check_consume_arguments``); the queue serves higher priorities first
+  (``amqpd.broker.consumers``). Waiting single-active consumers get consume-ok like any.
 - consume-ok goes out before the first delivery: the consumer is registered with the queue
   while not yet ready, and the queue is dispatched after the reply.
 - Unknown tag on basic.cancel → cancel-ok anyway ("spec requires we ignore this").
@@ -25,7 +28,8 @@ import secrets
 from typing import TYPE_CHECKING, Any, cast
 
 from amqpd import errors
-from amqpd.errors import NotAllowed
+from amqpd.broker.arguments import is_int, type_name
+from amqpd.errors import NotAllowed, PreconditionFailed
 from amqpd.protocol import methods as M
 from amqpd.protocol.frames import encode_basic_deliver
 from amqpd.protocol.methods import BasicCancel, BasicCancelOk, BasicConsumeOk, BasicQosOk
@@ -35,6 +39,23 @@ from amqpd.session.unacked import Unacked
 if TYPE_CHECKING:
     from amqpd.protocol.assembler import Command
     from amqpd.session.channel import Channel
+
+
+def consumer_priority(arguments: dict[str, Any], queue: Any) -> int:
+    """The ``x-priority`` consume argument (0 when absent); 406 unless an integer.
+
+    Text as the oracle words it: invalid arg 'x-priority' for queue 'q' in vhost '/':
+    "expected integer, got longstr" (rabbit_amqqueue:check_int_arg/2).
+    """
+    value = arguments.get("x-priority") if arguments else None
+    if value is None:
+        return 0
+    if not is_int(value):
+        raise PreconditionFailed(
+            f"invalid arg 'x-priority' for {queue.resource()}: "
+            f'"expected integer, got {type_name(value)}"'
+        )
+    return int(value)
 
 
 def generate_consumer_tag() -> str:
@@ -53,6 +74,7 @@ class ChannelConsumer:
         "no_ack",
         "outstanding",
         "prefetch",
+        "priority",
         "queue",
         "tag",
     )
@@ -76,6 +98,7 @@ class ChannelConsumer:
         # rabbit_queue_consumers:add: a no-ack consumer gets no credit limit.
         self.prefetch = 0 if no_ack else prefetch
         self.arguments = arguments
+        self.priority = consumer_priority(arguments, queue)
         self.outstanding = 0  # unacked deliveries, for the per-consumer prefetch
         self.active = False  # False until consume-ok is out, and after cancel/close
 
@@ -147,12 +170,12 @@ def basic_consume(ch: Channel, cmd: Command) -> None:
         prefetch=ch.limiter.consumer_prefetch,
         arguments=m.arguments,
     )
-    queue.add_consumer(consumer)  # raises 403 "in exclusive use" etc. before any reply
+    queue.add_consumer(consumer, ch.now)  # raises 403 "in exclusive use" etc. before any reply
     ch.consumers[consumer.tag] = consumer
     if not m.no_wait:
         ch.send_method(BasicConsumeOk(consumer_tag=consumer.tag))
     consumer.active = True
-    queue.dispatch()
+    queue.dispatch(ch.now)
 
 
 def basic_cancel(ch: Channel, cmd: Command) -> None:
@@ -164,7 +187,7 @@ def basic_cancel(ch: Channel, cmd: Command) -> None:
         consumer = ch.consumers.pop(tag, None)
         if consumer is not None:
             consumer.active = False
-            consumer.queue.remove_consumer(consumer)
+            consumer.queue.remove_consumer(consumer, ch.now)
     if not m.no_wait:
         ch.send_method(BasicCancelOk(consumer_tag=tag))
 

@@ -107,6 +107,7 @@ def queue_declare(ch: Channel, cmd: Command) -> None:
         auto_delete=m.auto_delete,
         arguments=m.arguments,
         owner=ch.conn,
+        now=ch.now,
     )
     ch.last_queue = queue.name
     if not m.no_wait:

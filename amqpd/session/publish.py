@@ -101,8 +101,9 @@ def deliver_publish(ch: Channel, message: Any, queues: list[Any], mandatory: boo
     (reference 2.3, 2.6). A refused publish still counts as routed: no basic.return.
     """
     accepted = True
+    now = ch.now
     for queue in queues:
-        if queue.enqueue(message) is False:
+        if queue.enqueue(message, now) is False:
             accepted = False
     if not queues and mandatory:
         conn = ch.conn
@@ -149,7 +150,7 @@ def tx_commit(ch: Channel, cmd: Command) -> None:
             # as routed (RabbitMQ delivers to the queues looked up at publish time).
             for queue in p.queues:
                 if not queue.deleted:
-                    queue.enqueue(p.message)
+                    queue.enqueue(p.message, ch.now)
         else:
             deliver_publish(ch, p.message, p.queues, p.mandatory)
     for op, records in settlements:

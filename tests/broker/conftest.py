@@ -15,9 +15,17 @@ from amqpd.protocol.properties import BasicProperties
 class FakeConsumer:
     """Implements the Consumer protocol; ``credit`` None means always ready."""
 
-    def __init__(self, tag: str = "c", *, exclusive: bool = False, credit: int | None = None):
+    def __init__(
+        self,
+        tag: str = "c",
+        *,
+        exclusive: bool = False,
+        credit: int | None = None,
+        priority: int = 0,
+    ):
         self.tag = tag
         self.exclusive = exclusive
+        self.priority = priority
         self.credit = credit
         self.delivered: list[QueuedMessage] = []
         self.cancelled: list[Queue] = []

@@ -20,7 +20,7 @@ def drain(q: Queue) -> list[bytes]:
 def test_drop_head(msg: Any) -> None:
     dropped: list[tuple[bytes, str]] = []
     q = Queue("q", arguments={"x-max-length": 2})
-    q.on_dead_letter = lambda queue, m, reason: dropped.append((m.body, reason))
+    q.on_dead_letter = lambda queue, m, reason, now: dropped.append((m.body, reason))
     for b in (b"0", b"1", b"2", b"3"):
         assert q.enqueue(msg(b))
     assert drain(q) == [b"2", b"3"]
@@ -87,10 +87,26 @@ def test_zero_length_reject_publish_refuses_even_with_consumer(
 def test_discard_dead_letter_hook() -> None:
     seen: list[str] = []
     q = Queue("q")
-    q.on_dead_letter = lambda queue, m, reason: seen.append(reason)
+    q.on_dead_letter = lambda queue, m, reason, now: seen.append(reason)
     q.enqueue(Message("", "q", b"", b"x"))
     e = q.get()
     assert e is not None
     q.discard(e)
     q.discard(e)  # settled already: no second dead-letter
     assert seen == ["rejected"]
+
+
+def test_requeue_that_overflows_drops_before_delivering(consumer_factory: Any) -> None:
+    # requeue_and_run: maybe_drop_head, drop_expired_msgs, then run_message_queue (oracle).
+    dropped: list[bytes] = []
+    q = Queue("q", arguments={"x-max-length": 1})
+    q.on_dead_letter = lambda queue, m, reason, now: dropped.append(m.body)
+    c = consumer_factory(credit=1)
+    q.add_consumer(c)
+    q.enqueue(Message("", "q", b"", b"m0"))
+    q.enqueue(Message("", "q", b"", b"m1"))
+    [m0] = c.delivered
+    c.credit = 1  # the nack gives the credit back before the queue acts
+    q.requeue([m0])
+    assert dropped == [b"m0"] and c.bodies() == [b"m0", b"m1"]
+    assert not c.delivered[1].redelivered

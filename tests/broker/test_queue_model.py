@@ -24,6 +24,7 @@ class CreditConsumer:
     exclusive = False
 
     def __init__(self) -> None:
+        self.priority = 0
         self.credit = 0
         self.delivered: list[QueuedMessage] = []
 

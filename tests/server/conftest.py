@@ -226,3 +226,43 @@ def fake_connections() -> tuple[Callable[[float, str | None], FakeConnection], d
     """A connection factory making FakeConnections, and the dict they register in."""
     conns: dict[int, FakeConnection] = {}
     return (lambda now, peer: FakeConnection(now, peer, conns)), conns
+
+
+class FrameClient:
+    """The client end of a memory stream, speaking AMQP frames with pika's own codec."""
+
+    def __init__(self, stream: trio.abc.Stream) -> None:
+        self.stream = stream
+        self.buf = b""
+
+    async def next_frame(self) -> Any:
+        """The next frame from the server; None at EOF."""
+        from pika import frame as pframe
+
+        while True:
+            consumed, frame = pframe.decode_frame(self.buf)
+            if frame is not None:
+                self.buf = self.buf[consumed:]
+                return frame
+            chunk = await self.stream.receive_some()
+            if not chunk:
+                return None
+            self.buf += chunk
+
+    async def send(self, channel: int, method: Any) -> None:
+        from pika import frame as pframe
+
+        await self.stream.send_all(pframe.Method(channel, method).marshal())
+
+    async def handshake(self, heartbeat: int = 0) -> None:
+        """Protocol header to connection.open-ok, as guest on vhost "/"."""
+        from pika import spec
+
+        await self.stream.send_all(b"AMQP\x00\x00\x09\x01")
+        assert isinstance((await self.next_frame()).method, spec.Connection.Start)
+        await self.send(0, spec.Connection.StartOk({}, "PLAIN", b"\0guest\0guest", "en_US"))
+        assert isinstance((await self.next_frame()).method, spec.Connection.Tune)
+        tune_ok = spec.Connection.TuneOk(channel_max=2047, frame_max=131072, heartbeat=heartbeat)
+        await self.send(0, tune_ok)
+        await self.send(0, spec.Connection.Open("/"))
+        assert isinstance((await self.next_frame()).method, spec.Connection.OpenOk)

@@ -15,13 +15,14 @@ import pytest
 import trio
 import trio.testing
 from pika import frame as pframe
-from pika import spec
 
 from amqpd.broker.broker import Broker
 from amqpd.server import ListenAddress, Server, ServerConfig, open_listeners, serve
 from amqpd.server.connection_task import ConnectionTask
 from amqpd.server.server import session_connection_factory
 from amqpd.session.connection import Connection
+
+from .conftest import FrameClient
 
 T = TypeVar("T")
 
@@ -101,38 +102,17 @@ async def test_heartbeats_and_heartbeat_timeout_on_virtual_time(autojump_clock) 
     client, server_stream = trio.testing.memory_stream_pair()
     conn = Connection(Broker(), now=trio.current_time(), peer=None)
     task = ConnectionTask(server_stream, conn, conn_id=1, peer=None)
-    buf = b""
-
-    async def next_frame() -> Any:
-        nonlocal buf
-        while True:
-            consumed, frame = pframe.decode_frame(buf)
-            if frame is not None:
-                buf = buf[consumed:]
-                return frame
-            chunk = await client.receive_some()
-            if not chunk:
-                return None
-            buf += chunk
-
-    async def send(method: Any) -> None:
-        await client.send_all(pframe.Method(0, method).marshal())
+    amqp = FrameClient(client)
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(task.run)
-        await client.send_all(b"AMQP\x00\x00\x09\x01")
-        assert isinstance((await next_frame()).method, spec.Connection.Start)
-        await send(spec.Connection.StartOk({}, "PLAIN", b"\0guest\0guest", "en_US"))
-        assert isinstance((await next_frame()).method, spec.Connection.Tune)
-        await send(spec.Connection.TuneOk(channel_max=2047, frame_max=131072, heartbeat=4))
-        await send(spec.Connection.Open("/"))
-        assert isinstance((await next_frame()).method, spec.Connection.OpenOk)
+        await amqp.handshake(heartbeat=4)
         opened = trio.current_time()
         # The client now stays silent: the server keeps sending heartbeats until it decides
         # the client is dead and hangs up.
         heartbeats = 0
         with trio.fail_after(120):
-            while (frame := await next_frame()) is not None:
+            while (frame := await amqp.next_frame()) is not None:
                 if isinstance(frame, pframe.Heartbeat):
                     heartbeats += 1
         silent_for = trio.current_time() - opened

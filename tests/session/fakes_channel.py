@@ -48,6 +48,7 @@ class FakeConnection:
         self.out = bytearray()
         self.pending: list[Command] = []  # parsed but handed back by a helper (``unread``)
         self.channels: dict[int, Channel] = {}
+        self.now = 0.0  # what ``call`` passes to Channel.handle; tests move it forward
 
     # The Connection side of the contract.
     def send(self, data: bytes) -> None:
@@ -77,7 +78,7 @@ class FakeConnection:
             cmd = Command(method, raw if raw is not None else b"\x00\x00", body or b"")
         else:
             cmd = Command(method)
-        ch.handle(cmd, 0.0)
+        ch.handle(cmd, self.now)
         if flush:
             ch.flush()
 

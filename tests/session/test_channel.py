@@ -751,7 +751,7 @@ def test_a_queue_refusing_the_message_nacks_the_publish(
     # nacked, and a refused publish is still "routed" (no basic.return).
     declare(conn, ch)
     # Until the queue implements reject-publish, stand its answer in.
-    monkeypatch.setattr(conn.vhost.queues["q"], "enqueue", lambda message: False)
+    monkeypatch.setattr(conn.vhost.queues["q"], "enqueue", lambda message, now=None: False)
     conn.call(ch, M.ConfirmSelect(nowait=True))
     publish(conn, ch, "q", mandatory=True)
     assert conn.methods() == [M.BasicNack(delivery_tag=1, multiple=True, requeue=False)]

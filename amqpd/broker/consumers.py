@@ -1,0 +1,119 @@
+"""The consumers of one queue, and which of them gets the next message.
+
+Rules of this module (RabbitMQ ``rabbit_queue_consumers.erl``; docs "Consumer Priorities",
+"Single Active Consumer"):
+- Consumer priorities (``x-priority`` consume argument, an integer, default 0): the next
+  message goes to the highest-priority consumer that can take one now (``ready()``: qos
+  credit). Consumers of one priority share round robin. A blocked high-priority consumer
+  lets lower ones have messages until it has credit again ("consumers with lower priority
+  receive messages only when the higher-priority ones are blocked").
+- Single active consumer (``x-single-active-consumer`` queue argument): only one consumer
+  gets deliveries; the others wait (they got consume-ok and simply receive nothing). The
+  first consumer of a queue without an active one becomes active. When the active one goes
+  (cancel, channel close), the next takes over: the highest-priority waiting consumer,
+  and among equals the one registered first, which without x-priority is plain
+  registration order (``rabbit_amqqueue_process:new_single_active_consumer_after_basic_
+  cancel`` -> ``rabbit_queue_consumers:get_consumer/1``, the head of its priority queue;
+  checked on the oracle). The hand-over delivers nothing by itself (see Queue).
+- Pure bookkeeping: never delivers, never calls back into the queue.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import deque
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from amqpd.broker.queue import Consumer
+
+
+class ConsumerSet:
+    __slots__ = ("_active", "_levels", "_order", "_priorities", "_priority", "single_active")
+
+    def __init__(self, *, single_active: bool = False) -> None:
+        self.single_active = single_active
+        # Registration order: what `consumers` reports and where SAC picks the active one.
+        self._order: list[Consumer] = []
+        # priority -> round-robin deque; priorities kept sorted, highest first (negated).
+        self._levels: dict[int, deque[Consumer]] = {}
+        self._priorities: list[int] = []
+        self._priority: dict[int, int] = {}  # id(consumer) -> priority
+        self._active: Consumer | None = None
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+    def __bool__(self) -> bool:
+        return bool(self._order)
+
+    def __iter__(self) -> Iterator[Consumer]:
+        return iter(self._order)
+
+    def __contains__(self, consumer: object) -> bool:
+        return consumer in self._order
+
+    @property
+    def active(self) -> Consumer | None:
+        """With single active consumer: the one that gets deliveries (else None)."""
+        return self._active
+
+    def add(self, consumer: Consumer, priority: int = 0) -> None:
+        self._order.append(consumer)
+        self._priority[id(consumer)] = priority
+        if self.single_active and self._active is None:
+            self._active = consumer
+        level = self._levels.get(priority)
+        if level is None:
+            level = self._levels[priority] = deque()
+            bisect.insort(self._priorities, -priority)
+        level.append(consumer)
+
+    def remove(self, consumer: Consumer) -> bool:
+        """Forget ``consumer``; False if it was not here."""
+        try:
+            self._order.remove(consumer)
+        except ValueError:
+            return False
+        key = self._priority.pop(id(consumer))
+        level = self._levels[key]
+        level.remove(consumer)
+        if not level:
+            del self._levels[key]
+            self._priorities.remove(-key)
+        if self._active is consumer:
+            self._active = self._successor()
+        return True
+
+    def _successor(self) -> Consumer | None:
+        # Highest priority first; registration order among equals (max() keeps the first).
+        if not self._order:
+            return None
+        priority = self._priority
+        return max(self._order, key=lambda c: priority[id(c)])
+
+    def clear(self) -> None:
+        self._order.clear()
+        self._levels.clear()
+        self._priorities.clear()
+        self._priority.clear()
+        self._active = None
+
+    def next_ready(self) -> Consumer | None:
+        """The consumer the next message goes to, or None if nobody can take one now.
+
+        Advances the round robin of the chosen consumer's priority level.
+        """
+        if self.single_active:
+            active = self._active
+            return active if active is not None and active.ready() else None
+        levels = self._levels
+        for neg in self._priorities:
+            level = levels[-neg]
+            for _ in range(len(level)):
+                consumer = level[0]
+                level.rotate(-1)
+                if consumer.ready():
+                    return consumer
+        return None
