@@ -29,7 +29,7 @@ import heapq
 import itertools
 import math
 import re
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -111,36 +111,41 @@ def swap_delay_header(message: Message) -> Message:
 
 
 class DelaySchedule:
-    """Pending delayed messages, earliest first."""
+    """Pending delayed messages, earliest first, each with the exchange that holds it and the
+    routing keys it was published with (its own key plus CC and BCC keys: the BCC header is
+    already gone from the message)."""
 
     __slots__ = ("_heap", "_order")
 
     def __init__(self) -> None:
-        # (due, arrival, exchange key, message): the arrival counter breaks ties, so two
-        # messages due together leave in the order they came and messages never compare.
-        self._heap: list[tuple[float, int, Hashable, Message]] = []
+        # (due, arrival, exchange, routing keys, message): the arrival counter breaks ties,
+        # so two messages due together leave in the order they came and messages never
+        # compare.
+        self._heap: list[tuple[float, int, Hashable, tuple[str, ...], Message]] = []
         self._order = itertools.count()
 
     def __len__(self) -> int:
         return len(self._heap)
 
-    def add(self, due: float, exchange: Hashable, message: Message) -> bool:
+    def add(
+        self, due: float, exchange: Hashable, routing_keys: Sequence[str], message: Message
+    ) -> bool:
         """Hold ``message`` for ``exchange`` until ``due``; True if it is now the earliest."""
         heap = self._heap
         earliest = not heap or due < heap[0][0]
-        heapq.heappush(heap, (due, next(self._order), exchange, message))
+        heapq.heappush(heap, (due, next(self._order), exchange, tuple(routing_keys), message))
         return earliest
 
     def next_due(self) -> float | None:
         return self._heap[0][0] if self._heap else None
 
-    def pop_due(self, now: float) -> list[tuple[Hashable, Message]]:
+    def pop_due(self, now: float) -> list[tuple[Hashable, tuple[str, ...], Message]]:
         """Take every message due at ``now``, in due order (publish order among equals)."""
         heap = self._heap
-        out: list[tuple[Hashable, Message]] = []
+        out: list[tuple[Hashable, tuple[str, ...], Message]] = []
         while heap and heap[0][0] <= now:
-            _due, _order, exchange, message = heapq.heappop(heap)
-            out.append((exchange, message))
+            _due, _order, exchange, routing_keys, message = heapq.heappop(heap)
+            out.append((exchange, routing_keys, message))
         return out
 
     def count_for(self, exchange: Hashable) -> int:

@@ -29,7 +29,7 @@ import heapq
 import itertools
 import secrets
 import time
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from typing import Any
 
 import attrs
@@ -127,6 +127,8 @@ class VirtualHost:
         # Called when next_deadline() moved earlier (the server's timer wakes up).
         self.on_deadline_moved: Callable[[], None] | None = None
         self._timers: list[tuple[float, int, Queue]] = []
+        # Messages held by x-delayed-message exchanges until they are due (delayed.py).
+        self.delayed = delayed.DelaySchedule()
         self._timer_seq = itertools.count()
         self._now = 0.0
         self.exchanges: dict[str, Exchange] = {}
@@ -534,20 +536,28 @@ class VirtualHost:
         """
         return self.route_message(exchange_name, message)[0]
 
-    def route_message(self, exchange_name: str, message: Message) -> tuple[list[Queue], Message]:
+    def publish_exchange(self, exchange_name: str) -> Exchange:
+        """The exchange a basic.publish names: 404 when missing, 403 when internal."""
+        # basic.publish does not strip CR/LF from the exchange name (unlike declare/bind):
+        # RabbitMQ answers 404 for "amq.\ndirect".
+        exchange = self.exchanges.get(exchange_name)
+        if exchange is None:
+            raise NotFound(f"no {self._rs('exchange', exchange_name)}")
+        if exchange.internal:
+            raise AccessRefused(f"cannot publish to internal {exchange.resource()}")
+        return exchange
+
+    def route_message(
+        self, exchange_name: str, message: Message, now: float | None = None
+    ) -> tuple[list[Queue], Message]:
         """Route a publish: (destination queues, the message to enqueue in each).
 
         The message is the one given unless it carried a BCC header, which RabbitMQ
         removes from the delivered copy (sender-selected distribution, rabbit_basic).
+        A delayed-message exchange may keep the message for later (it then routes to no
+        queue now); ``now`` is when it was published.
         """
-        # basic.publish does not strip CR/LF from the exchange name (unlike declare/bind):
-        # RabbitMQ answers 404 for "amq.\ndirect".
-        name = exchange_name
-        exchange = self.exchanges.get(name)
-        if exchange is None:
-            raise NotFound(f"no {self._rs('exchange', name)}")
-        if exchange.internal:
-            raise AccessRefused(f"cannot publish to internal {exchange.resource()}")
+        exchange = self.publish_exchange(exchange_name)
         headers: Mapping[str, Any] | None = None
         routing_keys = [message.routing_key]
         raw = message.properties_raw
@@ -560,7 +570,7 @@ class VirtualHost:
                 routing_keys.extend(extra)
             if "BCC" in headers:
                 message = _strip_bcc(message, headers)
-        return self._route_exchange(exchange, routing_keys, message, headers), message
+        return self._route_exchange(exchange, routing_keys, message, headers, now), message
 
     def _route_default(self, routing_keys: list[str]) -> list[Queue]:
         # The default exchange binds every queue by its name, and nothing else.
@@ -581,6 +591,7 @@ class VirtualHost:
         routing_keys: list[str],
         message: Message,
         headers: Mapping[str, Any] | None,
+        now: float | None = None,
     ) -> list[Queue]:
         if exchange.name == DEFAULT_EXCHANGE:
             return self._route_default(routing_keys)
@@ -588,10 +599,9 @@ class VirtualHost:
         # (cycles allowed), queues collected once each. An exchange's alternate exchange is
         # added when that exchange's own route found no destination at all (exchange
         # destinations count).
-        impl = exchange.impl
-        if impl.uses_headers and headers is None:
+        if headers is None and (exchange.impl.uses_headers or exchange.delayed):
             headers = message.headers()
-        first = impl.route(routing_keys, headers)
+        first = self._destinations(exchange, routing_keys, message, headers, now)
         if exchange.alternate_exchange is None and all(isinstance(d, Queue) for d in first):
             # The common case: one exchange straight to queues.
             return list(first)  # type: ignore[arg-type]
@@ -619,11 +629,55 @@ class VirtualHost:
         visit(exchange, first)
         while work:
             x = work.pop()
-            ximpl = x.impl
-            if ximpl.uses_headers and headers is None:
+            if headers is None and (x.impl.uses_headers or x.delayed):
                 headers = message.headers()
-            visit(x, ximpl.route(routing_keys, headers))
+            visit(x, self._destinations(x, routing_keys, message, headers, now))
         return list(queues)
+
+    def _destinations(
+        self,
+        exchange: Exchange,
+        routing_keys: list[str],
+        message: Message,
+        headers: Mapping[str, Any] | None,
+        now: float | None,
+    ) -> Iterable[object]:
+        """One exchange's own route, or nothing while a delayed exchange holds the message.
+
+        The plugin's route/2 returns [] for a message it delays, in whatever routing pass
+        it meets it (a publish, an exchange-to-exchange hop, a dead-lettering), so the
+        alternate exchange fires and a mandatory publish is returned at once.
+        """
+        if exchange.delayed:
+            delay = delayed.delay_of(headers)
+            if delay is not None:
+                self._hold(exchange, routing_keys, message, self._clock(now) + delay / 1000)
+                return ()
+        return exchange.impl.route(routing_keys, headers)
+
+    def _hold(
+        self, exchange: Exchange, routing_keys: list[str], message: Message, due: float
+    ) -> None:
+        earliest = self.next_deadline()
+        self.delayed.add(due, exchange, routing_keys, message)
+        if (earliest is None or due < earliest) and self.on_deadline_moved is not None:
+            self.on_deadline_moved()
+
+    def _release_delayed(self, now: float) -> None:
+        """Route every delayed message now due, once, x-delay negated; unroutable ones go.
+
+        rabbit_delayed_message: at the timer it routes the stored delivery through its
+        exchange once, without mandatory or confirms; a message whose exchange was deleted
+        meanwhile has nowhere to go.
+        """
+        for exchange, routing_keys, message in self.delayed.pop_due(now):
+            assert isinstance(exchange, Exchange)
+            if exchange.deleted:
+                continue
+            message = delayed.swap_delay_header(message)
+            headers = message.headers()
+            for queue in self._route_exchange(exchange, list(routing_keys), message, headers, now):
+                queue.enqueue(message, now)
 
     # -- dead-lettering ---------------------------------------------------------------------
     def _dead_letter(self, queue: Queue, message: Message, reason: str, now: float) -> None:
@@ -665,11 +719,16 @@ class VirtualHost:
 
     def next_deadline(self) -> float | None:
         """When ``tick`` must next run (None: nothing scheduled). May be early, never late."""
-        return self._timers[0][0] if self._timers else None
+        queue_due = self._timers[0][0] if self._timers else None
+        delayed_due = self.delayed.next_due()
+        if queue_due is None or (delayed_due is not None and delayed_due < queue_due):
+            return delayed_due
+        return queue_due
 
     def tick(self, now: float) -> None:
-        """Run every queue deadline due at ``now`` (TTL at the head, x-expires)."""
+        """Run every deadline due at ``now``: delayed messages, TTL at the head, x-expires."""
         now = self._clock(now)
+        self._release_delayed(now)
         timers = self._timers
         while timers and timers[0][0] <= now:
             deadline, _, queue = heapq.heappop(timers)

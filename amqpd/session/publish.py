@@ -60,10 +60,14 @@ def basic_publish(ch: Channel, cmd: Command) -> None:
     if len(body) > max_size:
         check_size(len(body), max_size)
     message = Message(m.exchange, m.routing_key, props_raw, body)
-    # 404 / 403 come from here; the message comes back without its BCC header, if any.
-    queues, message = ch.vhost.route_message(m.exchange, message)
+    vhost = ch.vhost
     if len(props_raw) >= 2 and ((props_raw[0] << 8) | props_raw[1]) & _CHECKED_FLAGS:
+        # rabbit_channel: the exchange (404 / 403), then the property checks (406), then
+        # the route. Without such properties route_message does the exchange checks itself.
+        vhost.publish_exchange(m.exchange)
         message = _check_properties(ch, message)
+    # The message comes back without its BCC header, if any.
+    queues, message = vhost.route_message(m.exchange, message, ch.now)
     if m.exchange == "" and m.routing_key.startswith(reply_to.PREFIX):
         # Before the tx check: RabbitMQ delivers replies at publish time even in a tx.
         reply_to.deliver(ch, m.routing_key, message)
