@@ -153,3 +153,28 @@ def test_requeue_on_close_keeps_the_expiry(
     conn.take()
     ch.on_closed()  # requeued at 5.0, long expired: dropped at the head
     assert broker.vhosts["/"].queues["q"].message_count == 0
+
+
+def test_close_of_an_idle_channel_judges_expiry_by_the_connection_time(
+    broker: Broker, conn: FakeConnection, ch: Channel
+) -> None:
+    declare(conn, ch, "q", arguments={"x-message-ttl": 1000})
+    publish(conn, ch, "q", b"m")
+    conn.call(ch, M.BasicGet(queue="q"))
+    conn.take()
+    other = FakeConnection(broker)
+    och = other.open(1)
+    consume(other, och, "q", "waiting", no_ack=True)
+    ch.on_closed(now=60.0)  # the channel's last command was at 0.0; the connection's now 60
+    assert other.take() == []  # expired long ago: never delivered
+    assert broker.vhosts["/"].queues["q"].message_count == 0
+
+
+def test_connection_passes_its_latest_time_to_closing_channels() -> None:
+    from .conftest import HEARTBEAT, Client
+
+    client = Client().handshake()
+    channel = client.open_channel(1)
+    client.feed(HEARTBEAT, at=42.0)  # any input moves the connection's clock
+    client.conn.connection_lost()
+    assert channel.closed == 1 and channel.closed_at == 42.0
