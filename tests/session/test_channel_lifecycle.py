@@ -141,13 +141,18 @@ def test_x_expires_after_the_last_consumer_cancels(
     assert err.reply_code == 404
 
 
-def test_requeue_on_close_keeps_the_expiry(
-    broker: Broker, conn: FakeConnection, ch: Channel
-) -> None:
+def got_one_with_a_ttl(conn: FakeConnection, ch: Channel) -> None:
+    """Queue "q" (x-message-ttl 1 s) with one message, got at 0.0 and not acked."""
     declare(conn, ch, "q", arguments={"x-message-ttl": 1000})
     publish(conn, ch, "q", b"m")
     conn.call(ch, M.BasicGet(queue="q"))
     conn.take()
+
+
+def test_requeue_on_close_keeps_the_expiry(
+    broker: Broker, conn: FakeConnection, ch: Channel
+) -> None:
+    got_one_with_a_ttl(conn, ch)
     conn.now = 5.0
     conn.call(ch, M.BasicQos(prefetch_count=0))  # any command: the channel's time is 5.0
     conn.take()
@@ -158,10 +163,7 @@ def test_requeue_on_close_keeps_the_expiry(
 def test_close_of_an_idle_channel_judges_expiry_by_the_connection_time(
     broker: Broker, conn: FakeConnection, ch: Channel
 ) -> None:
-    declare(conn, ch, "q", arguments={"x-message-ttl": 1000})
-    publish(conn, ch, "q", b"m")
-    conn.call(ch, M.BasicGet(queue="q"))
-    conn.take()
+    got_one_with_a_ttl(conn, ch)
     other = FakeConnection(broker)
     och = other.open(1)
     consume(other, och, "q", "waiting", no_ack=True)
