@@ -95,10 +95,12 @@ class Channel:
                     ),
                 )
 
-    def on_closed(self) -> None:
+    def on_closed(self, now: float | None = None) -> None:
         if self.closed:
             return
         self.closed = True
+        if now is not None and now > self.now:
+            self.now = now
         now = self.now
         consumers = list(self.consumers.values())
         for c in consumers:

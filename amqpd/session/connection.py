@@ -79,7 +79,7 @@ class SessionChannel(Protocol):
 
     def handle(self, cmd: Command, now: float) -> None: ...
 
-    def on_closed(self) -> None: ...
+    def on_closed(self, now: float | None = None) -> None: ...
 
     def flush(self) -> None: ...
 
@@ -604,7 +604,9 @@ class Connection:
 
     def _channel_closed(self, channel: SessionChannel) -> None:
         try:
-            channel.on_closed()
+            # The latest time this connection saw: the requeue it causes must not judge
+            # message expiry by the channel's last command, which may be long ago.
+            channel.on_closed(self._last_now)
         except Exception as exc:  # releasing must go on for the other channels
             self._log.error("channel on_closed() raised", exc_info=exc)
 

@@ -66,6 +66,7 @@ class FakeChannel:
         self.number = number
         self.commands: list[Command] = []
         self.closed = 0
+        self.closed_at: float | None = None
         self.flushes = 0
         self.raise_next: BaseException | None = None
         FakeChannel.instances.append(self)
@@ -78,8 +79,9 @@ class FakeChannel:
         if isinstance(cmd.method, M.BasicQos):
             self.conn.send_method(self.number, M.BasicQosOk())
 
-    def on_closed(self) -> None:
+    def on_closed(self, now: float | None = None) -> None:
         self.closed += 1
+        self.closed_at = now
 
     def flush(self) -> None:
         self.flushes += 1

@@ -141,15 +141,42 @@ def test_x_expires_after_the_last_consumer_cancels(
     assert err.reply_code == 404
 
 
-def test_requeue_on_close_keeps_the_expiry(
-    broker: Broker, conn: FakeConnection, ch: Channel
-) -> None:
+def got_one_with_a_ttl(conn: FakeConnection, ch: Channel) -> None:
+    """Queue "q" (x-message-ttl 1 s) with one message, got at 0.0 and not acked."""
     declare(conn, ch, "q", arguments={"x-message-ttl": 1000})
     publish(conn, ch, "q", b"m")
     conn.call(ch, M.BasicGet(queue="q"))
     conn.take()
+
+
+def test_requeue_on_close_keeps_the_expiry(
+    broker: Broker, conn: FakeConnection, ch: Channel
+) -> None:
+    got_one_with_a_ttl(conn, ch)
     conn.now = 5.0
     conn.call(ch, M.BasicQos(prefetch_count=0))  # any command: the channel's time is 5.0
     conn.take()
     ch.on_closed()  # requeued at 5.0, long expired: dropped at the head
     assert broker.vhosts["/"].queues["q"].message_count == 0
+
+
+def test_close_of_an_idle_channel_judges_expiry_by_the_connection_time(
+    broker: Broker, conn: FakeConnection, ch: Channel
+) -> None:
+    got_one_with_a_ttl(conn, ch)
+    other = FakeConnection(broker)
+    och = other.open(1)
+    consume(other, och, "q", "waiting", no_ack=True)
+    ch.on_closed(now=60.0)  # the channel's last command was at 0.0; the connection's now 60
+    assert other.take() == []  # expired long ago: never delivered
+    assert broker.vhosts["/"].queues["q"].message_count == 0
+
+
+def test_connection_passes_its_latest_time_to_closing_channels() -> None:
+    from .conftest import HEARTBEAT, Client
+
+    client = Client().handshake()
+    channel = client.open_channel(1)
+    client.feed(HEARTBEAT, at=42.0)  # any input moves the connection's clock
+    client.conn.connection_lost()
+    assert channel.closed == 1 and channel.closed_at == 42.0
