@@ -34,7 +34,9 @@ from amqpd.broker.arguments import (
 )
 from amqpd.broker.exchange import Exchange
 from amqpd.broker.exchanges import EXCHANGE_TYPES
+from amqpd.broker.limits import VhostLimits
 from amqpd.broker.message import Message
+from amqpd.broker.permissions import Access
 from amqpd.broker.queue import Queue
 from amqpd.errors import AccessRefused, NotFound, PreconditionFailed, ResourceLocked
 
@@ -109,6 +111,7 @@ class VirtualHost:
         self.name = name
         self.exchanges: dict[str, Exchange] = {}
         self.queues: dict[str, Queue] = {}
+        self.limits = VhostLimits()  # rabbitmqctl set_vhost_limits (max-queues here)
         # Direct reply-to registry (the session's; amq.rabbitmq.reply-to.* name -> consumer).
         self.reply_to: dict[str, object] = {}
         # destination (Queue or Exchange) -> source exchanges with bindings to it.
@@ -166,6 +169,7 @@ class VirtualHost:
         auto_delete: bool = False,
         internal: bool = False,
         arguments: FieldTable | None = None,
+        access: Access | None = None,
     ) -> Exchange:
         name = strip_cr_lf(name)
         if passive:
@@ -178,6 +182,8 @@ class VirtualHost:
             # atom and "unknown exchange type" otherwise; the latter is the general case.
             raise PreconditionFailed(f"unknown exchange type '{type}'")
         _not_default(name)
+        if access is not None:
+            access.configure("exchange", name)  # rabbit_channel: before the lookup
         args = arguments or _EMPTY
         exchange = self.exchanges.get(name)
         if exchange is None:
@@ -188,6 +194,10 @@ class VirtualHost:
                     f"invalid type '{type_name(ae)}' for arg 'alternate-exchange' in "
                     f"{self._rs('exchange', name)}"
                 )
+            if ae is not None and access is not None:
+                # A new exchange with an AE: read on it, write on the AE (rabbit_channel).
+                access.read("exchange", name)
+                access.write("exchange", _text(ae))
             exchange = Exchange(
                 name,
                 type,
@@ -363,6 +373,7 @@ class VirtualHost:
         auto_delete: bool = False,
         arguments: FieldTable | None = None,
         owner: Owner | None = None,
+        access: Access | None = None,
     ) -> Queue:
         if passive:
             found = self._queue_or_404(strip_cr_lf(name))
@@ -383,17 +394,26 @@ class VirtualHost:
         else:
             name = strip_cr_lf(name)
             _check_name("queue", name)
+        if access is not None:
+            access.configure("queue", name)  # server-named ones too (rabbit_channel)
         declared_owner = owner if exclusive else None
         queue = self.queues.get(name)
         if queue is not None:
             self._assert_queue_equivalence(queue, durable, auto_delete, args, declared_owner)
             return queue
         resource = self._rs("queue", name)
+        # Only a queue that would be created counts against max-queues (rabbit_channel
+        # check_vhost_queue_limit/2).
+        self.limits.check_queue(self.name, name, len(self.queues))
         dlx = args.get("x-dead-letter-exchange")
         if dlx is not None and not is_longstr(dlx):
             raise PreconditionFailed(
                 f"invalid type '{type_name(dlx)}' for arg 'x-dead-letter-exchange' in {resource}"
             )
+        if dlx is not None and access is not None:
+            # A new queue with a DLX: read on the queue, write on the DLX (rabbit_channel).
+            access.read("queue", name)
+            access.write("exchange", _text(dlx))
         validate_queue_args(args, resource)
         qtype = queue_type_of(args)
         if qtype != "classic":

@@ -143,6 +143,8 @@ class Connection:
         # What the handshake establishes (read by channels).
         self.user: Any = None
         self.vhost: Any = None
+        #: The user's permission checks in ``vhost`` (broker ``Access``), set by connection.open.
+        self.access: Any = None
         self.client_properties: FieldTable = {}
         self.capabilities: FieldTable = {}
         self.auth_mechanism: str | None = None
@@ -496,10 +498,8 @@ class Connection:
 
     def _open(self, method: M.ConnectionOpen) -> None:
         name = method.virtual_host
-        vhost = self.broker.vhosts.get(name)
-        if vhost is None:
-            raise NotAllowed(f"vhost {name} not found")
-        self.vhost = vhost
+        # 530 for a missing vhost, a connection limit or no permissions on it.
+        self.vhost, self.access = self.broker.open_connection(self, self.user, name)
         self.send_method(0, M.ConnectionOpenOk())
         self._state = _State.RUNNING
         self._log.info("connection open", user=getattr(self.user, "name", None), vhost=name)
@@ -692,6 +692,7 @@ class Connection:
                     self.vhost.connection_closed(self)
                 except Exception as exc:
                     self._log.error("vhost.connection_closed() raised", exc_info=exc)
+                self.broker.close_connection(self)
         finally:
             self._releasing = False
 

@@ -3,7 +3,8 @@
 Rules of this module (reference 1.3, 2.6, 2.8; RabbitMQ 3.13 ``rabbit_channel`` publish,
 confirm and tx clauses, ``deliver_to_queues/3``, ``process_routing_mandatory/5``):
 - basic.publish checks, in RabbitMQ's order: immediate=true → 540 "immediate=true"
-  (connection); body size (406); the exchange (404 missing, 403 internal: ``vhost.route``);
+  (connection); body size (406); write permission on the exchange (403); the exchange
+  (404 missing, 403 internal: ``vhost.route``); the topic write permission (403);
   the fast reply-to rewrite (406); user_id (406); expiration (406). The property checks only
   decode the properties when their flag bits say one of them is present.
 - Routed: enqueued into each queue; unroutable with mandatory → basic.return 312
@@ -60,8 +61,13 @@ def basic_publish(ch: Channel, cmd: Command) -> None:
     if len(body) > max_size:
         check_size(len(body), max_size)
     message = Message(m.exchange, m.routing_key, props_raw, body)
+    access = ch.access
+    access.write("exchange", m.exchange)  # before the lookup: a missing exchange is refused too
     # 404 / 403 come from here; the message comes back without its BCC header, if any.
     queues, message = ch.vhost.route_message(m.exchange, message)
+    if access.topic_restricted:
+        # After the internal-exchange check, as rabbit_channel checks it.
+        access.check_topic("write", m.exchange, ch.vhost.exchanges[m.exchange].type, m.routing_key)
     if len(props_raw) >= 2 and ((props_raw[0] << 8) | props_raw[1]) & _CHECKED_FLAGS:
         message = _check_properties(ch, message)
     if m.exchange == "" and m.routing_key.startswith(reply_to.PREFIX):
