@@ -19,15 +19,15 @@ from __future__ import annotations
 
 import math
 import tomllib
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, cast
 
 import attrs
 
 from amqpd.broker.broker import Broker
+from amqpd.broker.definitions import Definitions, UserDefinition
 from amqpd.broker.limits import VhostLimits
-from amqpd.broker.passwords import ALGORITHMS, PasswordHash, parse_hash
+from amqpd.broker.passwords import ALGORITHMS, SHA256, PasswordHash, parse_hash
 from amqpd.broker.permissions import Permission, TopicPermission, check_regex
 from amqpd.broker.policies import APPLY_TO, Policy, validate_definition
 from amqpd.log import LOG_FORMATS, LOG_LEVELS, LogFormat
@@ -71,23 +71,16 @@ class ConfigError(Exception):
         self.problem = problem
 
 
-@attrs.frozen
-class UserDef:
-    name: str
-    password: PasswordHash | None
-    tags: tuple[str, ...] = ()
+#: RabbitMQ's out-of-the-box definitions: vhost "/" and guest/guest with full access to it.
+_GUEST_HASH = PasswordHash(SHA256, "cu7Jv11osgRN5SWsBYQOG5xXinU0MXela0ifLA8FHGc3XKeE")
 
 
-@attrs.frozen
-class Definitions:
-    """Vhosts, users, permissions and policies (None: the built-in defaults)."""
-
-    vhosts: Mapping[str, VhostLimits] | None = None
-    users: tuple[UserDef, ...] | None = None
-    permissions: tuple[tuple[str, str, Permission], ...] = ()
-    topic_permissions: tuple[tuple[str, str, TopicPermission], ...] = ()
-    policies: tuple[Policy, ...] = ()
-    loopback_users: tuple[str, ...] = ("guest",)
+def _default_definitions() -> Definitions:
+    return Definitions(
+        vhosts={"/": VhostLimits()},
+        users=(UserDefinition("guest", _GUEST_HASH, ("administrator",), loopback_only=True),),
+        permissions=(("guest", "/", Permission()),),
+    )
 
 
 @attrs.frozen
@@ -108,7 +101,7 @@ class Config:
     storage: StorageConfig = attrs.field(factory=StorageConfig)
     log_format: LogFormat | None = None
     log_level: str | None = None
-    definitions: Definitions = attrs.field(factory=Definitions)
+    definitions: Definitions = attrs.field(factory=_default_definitions)
 
 
 # ---------------------------------------------------------------------------- reading
@@ -303,7 +296,7 @@ def _vhosts(doc: dict[str, Any]) -> dict[str, VhostLimits] | None:
     return vhosts
 
 
-def _users(doc: dict[str, Any]) -> tuple[UserDef, ...] | None:
+def _users(doc: dict[str, Any]) -> list[tuple[str, PasswordHash | None, tuple[str, ...]]] | None:
     tables = _named(doc, "users")
     if tables is None:
         return None
@@ -317,8 +310,8 @@ def _users(doc: dict[str, Any]) -> tuple[UserDef, ...] | None:
                 password = parse_hash(value, algorithm)
             except ValueError as exc:
                 raise ConfigError(table.key("password_hash"), str(exc)) from None
-        users.append(UserDef(name, password, table.str_list("tags", ())))
-    return tuple(users)
+        users.append((name, password, table.str_list("tags", ())))
+    return users
 
 
 def _known(table: _Table, key: str, names: set[str] | None, what: str) -> str:
@@ -331,8 +324,13 @@ def _known(table: _Table, key: str, names: set[str] | None, what: str) -> str:
 def _definitions(doc: dict[str, Any]) -> Definitions:
     vhosts = _vhosts(doc)
     users = _users(doc)
-    user_names = {u.name for u in users} if users is not None else {"guest"}
-    vhost_names = set(vhosts) if vhosts is not None else {"/"}
+    default_user = users is None
+    if users is None:  # RabbitMQ's default user (guest/guest, administrator)
+        users = [("guest", _GUEST_HASH, ("administrator",))]
+    if vhosts is None:
+        vhosts = {"/": VhostLimits()}
+    user_names = {name for name, _, _ in users}
+    vhost_names = set(vhosts)
     permissions = []
     for t in _items(doc, "permissions"):
         user = _known(t, "user", user_names, "user")
@@ -354,14 +352,18 @@ def _definitions(doc: dict[str, Any]) -> Definitions:
                 f"policies[{i}].name", f"policy {p.name!r} in vhost {p.vhost!r} is defined twice"
             )
         seen.add((p.vhost, p.name))
-    auth = _section(doc, "auth")
+    if default_user and "/" in vhosts and not any(u == "guest" for u, _, _ in permissions):
+        permissions.insert(0, ("guest", "/", Permission()))  # with the default user, as RabbitMQ
+    loopback = _section(doc, "auth").str_list("loopback_users", ("guest",))
     return Definitions(
         vhosts=vhosts,
-        users=users,
+        users=tuple(
+            UserDefinition(name, password, tags, loopback_only=name in loopback)
+            for name, password, tags in users
+        ),
         permissions=tuple(permissions),
         topic_permissions=tuple(topics),
         policies=tuple(policies),
-        loopback_users=auth.str_list("loopback_users", ("guest",)),
     )
 
 
@@ -415,24 +417,7 @@ def build_broker(config: Config | None = None) -> Broker:
     """The broker the config describes (``None``: RabbitMQ's defaults)."""
     if config is None:
         return Broker()
-    d = config.definitions
-    broker = Broker(default_user=d.users is None)
+    broker = Broker(default_user=False)
     broker.max_connections = config.max_connections
-    if d.users is None and "guest" not in d.loopback_users:
-        broker.add_user("guest", "guest", tags=("administrator",))  # loopback_users = []
-    if d.vhosts is not None:
-        if "/" not in d.vhosts:
-            broker.delete_vhost("/")
-        for name, limits in d.vhosts.items():
-            broker.add_vhost(name, limits)
-    for user in d.users or ():
-        broker.add_user(
-            user.name, user.password, tags=user.tags, loopback_only=user.name in d.loopback_users
-        )
-    for user_name, vhost, permission in d.permissions:
-        broker.set_permissions(user_name, vhost, permission)
-    for user_name, vhost, topic in d.topic_permissions:
-        broker.permissions.set_topic(user_name, vhost, topic)
-    for policy in d.policies:
-        broker.add_policy(policy)
+    broker.apply_definitions(config.definitions)
     return broker

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable
 
+from amqpd.broker.definitions import ApplyReport, Definitions
 from amqpd.broker.limits import VhostLimits
 from amqpd.broker.passwords import PasswordHash
 from amqpd.broker.permissions import Access, Permission, PermissionTable
@@ -107,6 +108,53 @@ class Broker:
             raise NotAllowed(f"access to vhost '{vhost_name}' refused for user '{user.name}'")
         self._connections[owner] = (user.name, vhost_name)
         return vhost, Access(self.permissions, user.name, vhost_name)
+
+    # -- definitions (start and reload) -----------------------------------------------------
+    def apply_definitions(self, d: Definitions) -> ApplyReport:
+        """Make vhosts, users, permissions and policies match ``d``; see ``ApplyReport``.
+
+        As RabbitMQ on delete_user / delete_vhost (rabbit_connection_tracking_handler), the
+        connections of a deleted user or vhost are to be closed; changed permissions apply
+        to the next operation of open connections. A vhost that still holds messages is
+        not deleted: it is reported in ``kept_vhosts`` instead.
+        """
+        report = ApplyReport()
+        for name in [n for n in self.vhosts if n not in d.vhosts]:
+            if self._holds_messages(self.vhosts[name]):
+                report.kept_vhosts.append(name)
+                continue
+            report.to_close += [(o, f"vhost '{name}' is deleted") for o in self._on_vhost(name)]
+            self.delete_vhost(name)
+            report.changes.append(f"deleted vhost {name!r}")
+        for name, limits in d.vhosts.items():
+            if name not in self.vhosts:
+                report.changes.append(f"added vhost {name!r}")
+            self.add_vhost(name, limits)
+        wanted = {u.name for u in d.users}
+        for name in [n for n in self.users if n not in wanted]:
+            report.to_close += [(o, f"user '{name}' is deleted") for o in self.connections_of(name)]
+            self.delete_user(name)
+            report.changes.append(f"deleted user {name!r}")
+        for u in d.users:
+            if u.name not in self.users:
+                report.changes.append(f"added user {u.name!r}")
+            self.add_user(u.name, u.password, tags=u.tags, loopback_only=u.loopback_only)
+        table = PermissionTable()
+        for user, vhost, permission in d.permissions:
+            table.set(user, vhost, permission)
+        for user, vhost, topic in d.topic_permissions:
+            table.set_topic(user, vhost, topic)
+        self.permissions.replace(table)
+        self.policies = {(p.vhost, p.name): p for p in d.policies}
+        # Closing may release connections (close_connection); take no live views above.
+        return report
+
+    @staticmethod
+    def _holds_messages(vhost: VirtualHost) -> bool:
+        return any(q.message_count or q.unacked_count for q in vhost.queues.values())
+
+    def _on_vhost(self, vhost: str) -> list[Hashable]:
+        return [owner for owner, (_, v) in self._connections.items() if v == vhost]
 
     def close_connection(self, owner: Hashable) -> None:
         self._connections.pop(owner, None)

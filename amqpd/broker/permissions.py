@@ -106,6 +106,12 @@ class PermissionTable:
             del self._topics[key]
         self.version += 1
 
+    def replace(self, other: PermissionTable) -> None:
+        """Take ``other``'s entries (a reload); every ``Access`` sees them on its next check."""
+        self._perms = dict(other._perms)
+        self._topics = {k: dict(v) for k, v in other._topics.items()}
+        self.version += 1
+
     def get(self, user: str, vhost: str) -> Permission | None:
         return self._perms.get((user, vhost))
 
