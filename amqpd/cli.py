@@ -16,7 +16,6 @@ import functools
 import os
 import signal
 import sys
-import tomllib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -92,13 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
 def load_config(path: Path) -> Config:
     """Read and validate the TOML config file (amqpd/config.py); UsageError on a mistake."""
     try:
-        return config_module.load_config(path)
-    except OSError as exc:
-        raise UsageError(f"cannot read config file {path}: {exc.strerror or exc}") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise UsageError(f"invalid config file {path}: {exc}") from None
-    except config_module.ConfigError as exc:
-        raise UsageError(f"{path}: {exc}") from None
+        return config_module.read_config_file(path)
+    except config_module.ConfigFileError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def prepare_data_dir(path: Path) -> Path:
@@ -142,12 +137,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.listen or (config.listeners if config else None) or DEFAULT_LISTEN
     )
     server_config = ServerConfig(connection=config.connection if config else None)
+    broker = config_module.build_broker(config)
+    # SIGHUP re-reads the config file (users, permissions, vhosts, policies) live.
+    reload = config_module.reloader(args.config, broker) if args.config is not None else None
     try:
-        trio.run(
-            functools.partial(run_broker, config=server_config),
-            config_module.build_broker(config),
-            listen,
-        )
+        trio.run(functools.partial(run_broker, config=server_config, reload=reload), broker, listen)
     except ListenError as exc:
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)
         return EXIT_RUNTIME_ERROR

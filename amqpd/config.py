@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import math
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
 import attrs
+import structlog
 
 from amqpd.broker.broker import Broker
 from amqpd.broker.definitions import Definitions, UserDefinition
@@ -408,6 +410,52 @@ def load_config(path: Path) -> Config:
     with path.open("rb") as f:
         doc = tomllib.load(f)
     return parse_config(doc, path)
+
+
+class ConfigFileError(Exception):
+    """Why a config file cannot be used, as the one line the user sees."""
+
+
+def read_config_file(path: Path) -> Config:
+    """``load_config`` with every failure turned into one ``ConfigFileError`` line."""
+    try:
+        return load_config(path)
+    except OSError as exc:
+        raise ConfigFileError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigFileError(f"invalid config file {path}: {exc}") from None
+    except ConfigError as exc:
+        raise ConfigFileError(f"{path}: {exc}") from None
+
+
+def reloader(path: Path, broker: Broker) -> Callable[[], list[tuple[Any, str]]]:
+    """The SIGHUP action: re-read ``path`` and apply its definitions to ``broker``.
+
+    An unusable file changes nothing and is logged. Listener, limit and storage settings
+    need a restart; vhosts, users, permissions, topic permissions, policies, vhost limits
+    and the node connection limit apply at once.
+    """
+    log = structlog.get_logger("amqpd.config")
+
+    def reload() -> list[tuple[Any, str]]:
+        try:
+            config = read_config_file(path)
+        except ConfigFileError as exc:
+            log.error("reload refused, nothing changed", error=str(exc))
+            return []
+        report = broker.apply_definitions(config.definitions)
+        broker.max_connections = config.max_connections
+        for change in report.changes:
+            log.info("reload: " + change)
+        for vhost in report.kept_vhosts:
+            log.warning(
+                "reload: vhost not deleted: it still holds messages; empty it first",
+                vhost=vhost,
+            )
+        log.info("reload done", config=str(path), connections_closed=len(report.to_close))
+        return report.to_close
+
+    return reload
 
 
 # ---------------------------------------------------------------------------- applying

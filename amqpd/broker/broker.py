@@ -116,7 +116,7 @@ class Broker:
         As RabbitMQ on delete_user / delete_vhost (rabbit_connection_tracking_handler), the
         connections of a deleted user or vhost are to be closed; changed permissions apply
         to the next operation of open connections. A vhost that still holds messages is
-        not deleted: it is reported in ``kept_vhosts`` instead.
+        not deleted: it is reported in ``kept_vhosts`` and keeps its permissions.
         """
         report = ApplyReport()
         for name in [n for n in self.vhosts if n not in d.vhosts]:
@@ -140,6 +140,13 @@ class Broker:
                 report.changes.append(f"added user {u.name!r}")
             self.add_user(u.name, u.password, tags=u.tags, loopback_only=u.loopback_only)
         table = PermissionTable()
+        # A vhost kept for its messages keeps its permissions, so its users can drain it.
+        for user, vhost, permission in self.permissions.items():
+            if vhost in report.kept_vhosts and user in wanted:
+                table.set(user, vhost, permission)
+        for user, vhost, topic in self.permissions.topic_items():
+            if vhost in report.kept_vhosts and user in wanted:
+                table.set_topic(user, vhost, topic)
         for user, vhost, permission in d.permissions:
             table.set(user, vhost, permission)
         for user, vhost, topic in d.topic_permissions:

@@ -269,6 +269,18 @@ class Connection:
         finally:
             self._in_call -= 1
 
+    def close_forced(self, reason: str, now: float) -> None:
+        """An operator closed us (user or vhost deleted): connection.close 320 ``reason``.
+
+        RabbitMQ's rabbit_networking:close_connection/2: "CONNECTION_FORCED - user 'u' is
+        deleted". Called from outside ``receive_data``, so the output wakes the writer.
+        """
+        if self._state is not _State.RUNNING:
+            if self._state in _PRE_RUNNING:
+                self._finish()
+            return
+        self._respond_and_close(ConnectionForced(reason), now)
+
     def connection_lost(self) -> None:
         """The socket is gone: release every channel and this connection's exclusive queues."""
         self._state = _State.CLOSED

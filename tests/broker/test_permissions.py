@@ -142,3 +142,46 @@ def test_valid_policy_definitions_and_matching():
     assert matching([low, high, xs], "queue", "q.1") is high
     assert matching([low, high, xs], "queue", "qq") is low
     assert matching([low, high, xs], "exchange", "q.1") is xs
+
+
+def _defs(users=("guest",), vhosts=("/",), perms=(("guest", "/"),)):
+    from amqpd.broker.definitions import Definitions, UserDefinition
+    from amqpd.broker.passwords import SHA256, hash_password
+
+    return Definitions(
+        vhosts={v: VhostLimits() for v in vhosts},
+        users=tuple(UserDefinition(u, hash_password(u, SHA256)) for u in users),
+        permissions=tuple((u, v, Permission()) for u, v in perms),
+    )
+
+
+def test_apply_definitions_reports_connections_to_close_and_keeps_full_vhosts():
+    broker = Broker(default_user=False)
+    broker.apply_definitions(
+        _defs(
+            ("guest", "alice"),
+            ("/", "gone", "full"),
+            (("guest", "/"), ("alice", "/"), ("guest", "gone"), ("guest", "full")),
+        )
+    )
+    alice, guest = broker.users["alice"], broker.users["guest"]
+    a, g = object(), object()
+    broker.open_connection(a, alice, "/")
+    broker.open_connection(g, guest, "gone")
+    _, access = broker.open_connection(object(), guest, "full")
+    broker.vhosts["full"].declare_queue("q").enqueue(_message())
+    report = broker.apply_definitions(_defs())
+    assert sorted(report.to_close, key=str) == sorted(
+        [(a, "user 'alice' is deleted"), (g, "vhost 'gone' is deleted")], key=str
+    )
+    assert report.kept_vhosts == ["full"]
+    assert set(broker.vhosts) == {"/", "full"}
+    assert "alice" not in broker.users
+    access.read("queue", "q")  # the kept vhost keeps its permissions
+    assert "deleted vhost 'gone'" in report.changes and "deleted user 'alice'" in report.changes
+
+
+def _message():
+    from amqpd.broker.message import Message
+
+    return Message("", "q", b"", b"body")
