@@ -6,7 +6,8 @@ Rules of this module:
 - A listen address that cannot be bound is the same kind of line with exit code 1.
 - A graceful shutdown (SIGINT/SIGTERM) exits 0.
 - Command-line options win over the config file, which wins over the built-in defaults.
-- ``amqpd hash-password`` prints a password hash for the config file and exits.
+- ``amqpd hash-password`` prints a password hash for the config file and exits;
+  ``amqpd export-definitions`` prints RabbitMQ definitions JSON and exits.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pathlib import Path
 import structlog
 import trio
 
-from amqpd import __version__, passwords_cli
+from amqpd import __version__, definitions_io, passwords_cli
 from amqpd import config as config_module
 from amqpd.config import Config
 from amqpd.log import LOG_FORMATS, LOG_LEVELS, LogFormat, configure_logging
@@ -82,6 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: $XDG_DATA_HOME/amqpd or ~/.local/share/amqpd)",
     )
     parser.add_argument("--config", type=Path, metavar="FILE", help="TOML configuration file")
+    parser.add_argument(
+        "--definitions",
+        type=Path,
+        metavar="FILE",
+        help="RabbitMQ definitions JSON (rabbitmqctl export_definitions) to load at start",
+    )
     parser.add_argument("--log-format", choices=LOG_FORMATS, help="(default: console)")
     parser.add_argument("--log-level", choices=LOG_LEVELS, help="(default: info)")
     parser.add_argument("--version", action="version", version=f"amqpd {__version__}")
@@ -110,12 +117,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["hash-password"]:
         return passwords_cli.main(argv[1:])
+    if argv[:1] == ["export-definitions"]:
+        return definitions_io.export_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)  # exits 2 with a usage message on bad arguments
     config: Config | None = None
+    warnings: list[str] = []
     try:
         if args.config is not None:
             config = load_config(args.config)
+        try:
+            broker = config_module.build_broker(config, args.definitions, warnings.append)
+        except config_module.ConfigFileError as exc:
+            raise UsageError(str(exc)) from None
         data_dir = prepare_data_dir(
             args.data_dir
             if args.data_dir is not None
@@ -132,14 +146,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     structlog.get_logger("amqpd").info(
         "starting amqpd", version=__version__, data_dir=str(data_dir), config=config_path
     )
+    for warning in warnings:
+        structlog.get_logger("amqpd").warning(warning)
 
     listen: list[ListenAddress] = list(
         args.listen or (config.listeners if config else None) or DEFAULT_LISTEN
     )
     server_config = ServerConfig(connection=config.connection if config else None)
-    broker = config_module.build_broker(config)
     # SIGHUP re-reads the config file (users, permissions, vhosts, policies) live.
-    reload = config_module.reloader(args.config, broker) if args.config is not None else None
+    reload = (
+        config_module.reloader(args.config, broker, args.definitions)
+        if args.config is not None or args.definitions is not None
+        else None
+    )
     try:
         trio.run(functools.partial(run_broker, config=server_config, reload=reload), broker, listen)
     except ListenError as exc:

@@ -32,6 +32,14 @@ from amqpd.broker.limits import VhostLimits
 from amqpd.broker.passwords import ALGORITHMS, SHA256, PasswordHash, parse_hash
 from amqpd.broker.permissions import Permission, TopicPermission, check_regex
 from amqpd.broker.policies import APPLY_TO, Policy, validate_definition
+from amqpd.definitions_io import (
+    DefinitionsError,
+    Imported,
+    check,
+    declare_topology,
+    merge,
+    read_definitions,
+)
 from amqpd.log import LOG_FORMATS, LOG_LEVELS, LogFormat
 from amqpd.protocol.constants import FRAME_MIN_SIZE
 from amqpd.server.listeners import ListenAddress, parse_listen
@@ -104,6 +112,7 @@ class Config:
     log_format: LogFormat | None = None
     log_level: str | None = None
     definitions: Definitions = attrs.field(factory=_default_definitions)
+    loopback_users: tuple[str, ...] = ("guest",)
 
 
 # ---------------------------------------------------------------------------- reading
@@ -402,6 +411,7 @@ def parse_config(doc: dict[str, Any], path: Path) -> Config:
         log_format=cast("LogFormat | None", logging.choice("format", LOG_FORMATS, None)),
         log_level=logging.choice("level", LOG_LEVELS, None),
         definitions=_definitions(doc),
+        loopback_users=_section(doc, "auth").str_list("loopback_users", ("guest",)),
     )
 
 
@@ -428,23 +438,76 @@ def read_config_file(path: Path) -> Config:
         raise ConfigFileError(f"{path}: {exc}") from None
 
 
-def reloader(path: Path, broker: Broker) -> Callable[[], list[tuple[Any, str]]]:
-    """The SIGHUP action: re-read ``path`` and apply its definitions to ``broker``.
+# ---------------------------------------------------------------------------- applying
+
+
+def effective_definitions(
+    config: Config | None, definitions: Path | None = None
+) -> tuple[Definitions, Imported | None]:
+    """The config's definitions plus a RabbitMQ definitions file's (``--definitions``)."""
+    base = config.definitions if config is not None else _default_definitions()
+    if definitions is None:
+        return base, None
+    try:
+        imported = read_definitions(definitions)
+        loopback = config.loopback_users if config is not None else ("guest",)
+        merged = merge(base, imported.definitions, loopback)
+        check(merged)
+    except DefinitionsError as exc:
+        text = str(exc)
+        raise ConfigFileError(
+            text if text.startswith(str(definitions)) else f"{definitions}: {text}"
+        ) from None
+    return merged, imported
+
+
+def build_broker(
+    config: Config | None = None,
+    definitions: Path | None = None,
+    warn: Callable[[str], None] | None = None,
+) -> Broker:
+    """The broker the config (and definitions file) describe; ``ConfigFileError`` if unusable.
+
+    ``None`` for both: RabbitMQ's defaults. Imported exchanges, queues and bindings are
+    declared; whatever the definitions file has that amqpd does not read goes to ``warn``.
+    """
+    if config is None and definitions is None:
+        return Broker()
+    wanted, imported = effective_definitions(config, definitions)
+    broker = Broker(default_user=False)
+    broker.max_connections = config.max_connections if config is not None else None
+    broker.apply_definitions(wanted)
+    if imported is not None:
+        try:
+            declare_topology(broker, imported)
+        except DefinitionsError as exc:
+            raise ConfigFileError(f"{definitions}: {exc}") from None
+        for item in imported.unsupported:
+            if warn is not None:
+                warn(f"definitions file {definitions}: not imported: {item}")
+    return broker
+
+
+def reloader(
+    path: Path | None, broker: Broker, definitions: Path | None = None
+) -> Callable[[], list[tuple[Any, str]]]:
+    """The SIGHUP action: re-read the config (and definitions) file, apply to ``broker``.
 
     An unusable file changes nothing and is logged. Listener, limit and storage settings
     need a restart; vhosts, users, permissions, topic permissions, policies, vhost limits
-    and the node connection limit apply at once.
+    and the node connection limit apply at once. Imported topology is not re-declared.
     """
     log = structlog.get_logger("amqpd.config")
 
     def reload() -> list[tuple[Any, str]]:
         try:
-            config = read_config_file(path)
+            config = read_config_file(path) if path is not None else None
+            wanted, _ = effective_definitions(config, definitions)
         except ConfigFileError as exc:
             log.error("reload refused, nothing changed", error=str(exc))
             return []
-        report = broker.apply_definitions(config.definitions)
-        broker.max_connections = config.max_connections
+        report = broker.apply_definitions(wanted)
+        broker.max_connections = config.max_connections if config is not None else None
         for change in report.changes:
             log.info("reload: " + change)
         for vhost in report.kept_vhosts:
@@ -456,16 +519,3 @@ def reloader(path: Path, broker: Broker) -> Callable[[], list[tuple[Any, str]]]:
         return report.to_close
 
     return reload
-
-
-# ---------------------------------------------------------------------------- applying
-
-
-def build_broker(config: Config | None = None) -> Broker:
-    """The broker the config describes (``None``: RabbitMQ's defaults)."""
-    if config is None:
-        return Broker()
-    broker = Broker(default_user=False)
-    broker.max_connections = config.max_connections
-    broker.apply_definitions(config.definitions)
-    return broker
