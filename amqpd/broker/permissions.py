@@ -93,17 +93,16 @@ class PermissionTable:
         self.version += 1
 
     def clear_user(self, user: str) -> None:
-        for key in [k for k in self._perms if k[0] == user]:
-            del self._perms[key]
-        for key in [k for k in self._topics if k[0] == user]:
-            del self._topics[key]
-        self.version += 1
+        self._clear(0, user)
 
     def clear_vhost(self, vhost: str) -> None:
-        for key in [k for k in self._perms if k[1] == vhost]:
-            del self._perms[key]
-        for key in [k for k in self._topics if k[1] == vhost]:
-            del self._topics[key]
+        self._clear(1, vhost)
+
+    def _clear(self, position: int, name: str) -> None:
+        """Drop every entry whose (user, vhost) key has ``name`` at ``position``."""
+        for table in (self._perms, self._topics):
+            for key in [k for k in table if k[position] == name]:
+                del table[key]
         self.version += 1
 
     def replace(self, other: PermissionTable) -> None:
