@@ -23,7 +23,7 @@ from pathlib import Path
 import structlog
 import trio
 
-from amqpd import __version__, definitions_io, passwords_cli
+from amqpd import __version__, definitions_io, passwords_cli, tls
 from amqpd import config as config_module
 from amqpd.config import Config
 from amqpd.log import LOG_FORMATS, LOG_LEVELS, LogFormat, configure_logging
@@ -119,6 +119,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return passwords_cli.main(argv[1:])
     if argv[:1] == ["export-definitions"]:
         return definitions_io.export_main(argv[1:])
+    if argv[:1] == ["gen-certs"]:
+        return tls.gen_certs_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)  # exits 2 with a usage message on bad arguments
     config: Config | None = None
@@ -160,7 +162,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         else None
     )
     try:
-        trio.run(functools.partial(run_broker, config=server_config, reload=reload), broker, listen)
+        run = functools.partial(
+            run_broker,
+            config=server_config,
+            reload=reload,
+            tls_addresses=config.tls_listeners if config else (),
+            ssl_context=config.ssl_context if config else None,
+        )
+        trio.run(run, broker, listen)
     except ListenError as exc:
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)
         return EXIT_RUNTIME_ERROR

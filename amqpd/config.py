@@ -18,6 +18,7 @@ Rules of this module (process edge: the core never imports it):
 from __future__ import annotations
 
 import math
+import ssl
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
@@ -45,10 +46,12 @@ from amqpd.protocol.constants import FRAME_MIN_SIZE
 from amqpd.server.listeners import ListenAddress, parse_listen
 from amqpd.session.config import ConnectionConfig
 from amqpd.session.handshake import KNOWN_MECHANISMS
+from amqpd.tls import TlsConfig, TlsError, server_context
 
 #: Every key the parser knows, by section ("*" = a name the user picks, "[]" = array item).
 SCHEMA: dict[str, tuple[str, ...]] = {
-    "listeners": ("amqp",),
+    "listeners": ("amqp", "amqps"),
+    "tls": ("certfile", "keyfile", "cafile", "verify_peer", "fail_if_no_peer_cert"),
     "limits": (
         "frame_max",
         "channel_max",
@@ -106,6 +109,9 @@ class StorageConfig:
 class Config:
     path: Path
     listeners: tuple[ListenAddress, ...] | None = None
+    #: amqps listeners (RabbitMQ listeners.ssl) and their TLS context, loaded and checked.
+    tls_listeners: tuple[ListenAddress, ...] = ()
+    ssl_context: ssl.SSLContext | None = attrs.field(default=None, eq=False)
     connection: ConnectionConfig = attrs.field(factory=ConnectionConfig)
     max_connections: int | None = None
     storage: StorageConfig = attrs.field(factory=StorageConfig)
@@ -237,17 +243,51 @@ def _named(doc: dict[str, Any], name: str) -> dict[str, _Table] | None:
     return {key: _Table(item, _name_key(name, key), known) for key, item in value.items()}
 
 
+def _addresses(table: _Table, key: str) -> tuple[ListenAddress, ...]:
+    try:
+        return tuple(parse_listen(a) for a in table.str_list(key, ()))
+    except ValueError as exc:
+        raise ConfigError(table.key(key), str(exc)) from None
+
+
 def _listeners(doc: dict[str, Any]) -> tuple[ListenAddress, ...] | None:
     table = _section(doc, "listeners")
     if not table.has("amqp"):
         return None
-    addresses = table.str_list("amqp", ())
+    addresses = _addresses(table, "amqp")
     if not addresses:
         raise ConfigError(table.key("amqp"), "must list at least one address")
+    return addresses
+
+
+def _flag(table: _Table, key: str) -> bool:
+    value = table.data.get(key, False)
+    if not isinstance(value, bool):
+        raise ConfigError(table.key(key), f"must be true or false, not {_kind(value)}")
+    return value
+
+
+def _tls(
+    doc: dict[str, Any], base: Path
+) -> tuple[tuple[ListenAddress, ...], ssl.SSLContext | None]:
+    addresses = _addresses(_section(doc, "listeners"), "amqps")
+    if "tls" not in doc:
+        if addresses:
+            raise ConfigError("listeners.amqps", "needs a [tls] section (certfile, keyfile)")
+        return (), None
+    table = _section(doc, "tls")
+    cafile = table.string("cafile")
+    settings = TlsConfig(
+        certfile=base / table.required_str("certfile"),
+        keyfile=base / table.required_str("keyfile"),
+        cafile=base / cafile if cafile is not None else None,
+        verify_peer=_flag(table, "verify_peer"),
+        fail_if_no_peer_cert=_flag(table, "fail_if_no_peer_cert"),
+    )
     try:
-        return tuple(parse_listen(a) for a in addresses)
-    except ValueError as exc:
-        raise ConfigError(table.key("amqp"), str(exc)) from None
+        return addresses, server_context(settings)
+    except TlsError as exc:
+        raise ConfigError(table.key(exc.key), exc.problem) from None
 
 
 def _connection(doc: dict[str, Any]) -> tuple[ConnectionConfig, int | None]:
@@ -402,9 +442,12 @@ def parse_config(doc: dict[str, Any], path: Path) -> Config:
             raise ConfigError(key, f"unknown section (known: {', '.join(_TOP_LEVEL)})")
     logging = _section(doc, "logging")
     connection, max_connections = _connection(doc)
+    tls_listeners, ssl_context = _tls(doc, path.parent)
     return Config(
         path=path,
         listeners=_listeners(doc),
+        tls_listeners=tls_listeners,
+        ssl_context=ssl_context,
         connection=connection,
         max_connections=max_connections,
         storage=_storage(doc, path.parent),

@@ -72,7 +72,13 @@ class Server:
     @property
     def addresses(self) -> list[str]:
         """The bound ``host:port`` of every socket listener (port 0 resolved)."""
-        return [bound_address(x) for x in self.listeners if isinstance(x, trio.SocketListener)]
+        found = []
+        for x in self.listeners:
+            if isinstance(x, trio.SSLListener):
+                x = x.transport_listener  # amqps: name the socket under the TLS layer
+            if isinstance(x, trio.SocketListener):
+                found.append(bound_address(x))
+        return found
 
     @property
     def connection_count(self) -> int:
@@ -194,6 +200,8 @@ def _peer_of(stream: trio.abc.Stream) -> tuple[str | None, str | None]:
     ``(None, None)`` for streams that are not sockets (in-process tests); raises ``OSError``
     for a socket already reset, which must not reach the session as "no peer" (= local).
     """
+    if isinstance(stream, trio.SSLStream):
+        stream = stream.transport_stream
     if isinstance(stream, trio.SocketStream):
         host, port = stream.socket.getpeername()[:2]
         return str(host), format_hostport(str(host), int(port))

@@ -12,6 +12,7 @@ Rules of this module:
 from __future__ import annotations
 
 import signal
+import ssl
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -51,6 +52,8 @@ async def run_broker(
     config: ServerConfig | None = None,
     connection_factory: ConnectionFactory | None = None,
     reload: Reload | None = None,
+    tls_addresses: Sequence[ListenAddress] = (),
+    ssl_context: ssl.SSLContext | None = None,
     task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve until a shutdown signal; returns after a graceful shutdown. Bind errors raise.
@@ -65,7 +68,15 @@ async def run_broker(
         connection_factory = session_connection_factory(broker, config.connection)
     wanted = (*SHUTDOWN_SIGNALS, RELOAD_SIGNAL) if reload is not None else SHUTDOWN_SIGNALS
     with trio.open_signal_receiver(*wanted) as signals:
-        listeners = await open_listeners(list(addresses))
+        listeners: list[trio.abc.Listener[trio.abc.Stream]] = list(
+            await open_listeners(list(addresses))
+        )
+        if tls_addresses:
+            if ssl_context is None:
+                raise TypeError("amqps listeners need an ssl_context")
+            # amqps (RabbitMQ listeners.ssl): TLS from the first byte, then plain AMQP.
+            for plain in await open_listeners(list(tls_addresses)):
+                listeners.append(trio.SSLListener(plain, ssl_context, https_compatible=False))
         server = Server(listeners, connection_factory, config=config)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_watch_signals, signals, server, nursery.cancel_scope, reload)
