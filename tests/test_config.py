@@ -165,8 +165,8 @@ ERRORS = [
     ),
     ("[storage]\ndata_dir = 1", "storage.data_dir: must be a string, not an integer"),
     (
-        '[auth]\nmechanisms = ["EXTERNAL"]',
-        "auth.mechanisms: unknown mechanism 'EXTERNAL' (AMQPLAIN, PLAIN)",
+        '[auth]\nmechanisms = ["CRAM-MD5"]',
+        "auth.mechanisms: unknown mechanism 'CRAM-MD5' (AMQPLAIN, EXTERNAL, PLAIN)",
     ),
     ("[auth]\nmechanisms = []", "auth.mechanisms: must list at least one mechanism"),
     ('[vhosts."/"]\nmax_queues = "1"', 'vhosts."/".max_queues: must be an integer, not a string'),

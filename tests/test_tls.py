@@ -131,3 +131,48 @@ def test_gen_certs_subcommand(tmp_path, capsys):
 
     client = x509.load_pem_x509_certificate((tmp_path / "c" / "client.pem").read_bytes())
     assert client.subject.rfc4514_string() == "CN=alice,O=amqpd development"
+
+
+_EXTERNAL = '[auth]\nmechanisms = ["PLAIN", "AMQPLAIN", "EXTERNAL"]\n'
+
+
+def _connect_external(port: int, certs: Path) -> pika.BlockingConnection:
+    context = ssl.create_default_context(cafile=str(certs / "ca.pem"))
+    context.load_cert_chain(certs / "client.pem", certs / "client.key")
+    params = pika.ConnectionParameters(
+        "127.0.0.1",
+        port,
+        credentials=pika.credentials.ExternalCredentials(),
+        ssl_options=pika.SSLOptions(context, "localhost"),
+        socket_timeout=10,
+    )
+    return pika.BlockingConnection(params)
+
+
+def test_external_mechanism_logs_in_the_certificates_cn(tmp_path, certs):
+    # The client certificate's CN is "guest" (gen_certs' default).
+    server, port = _start(tmp_path, _config(certs, "verify_peer = true\n") + _EXTERNAL)
+    try:
+        _round_trip(_connect_external(port, certs))
+    finally:
+        assert server.stop() == 0, server.log_tail
+
+
+def test_external_with_a_certificate_for_an_unknown_user_is_refused(tmp_path, certs):
+    users = '[users.alice]\npassword_hash = "cu7Jv11osgRN5SWsBYQOG5xXinU0MXela0ifLA8FHGc3XKeE"\n'
+    server, port = _start(tmp_path, _config(certs, "verify_peer = true\n") + _EXTERNAL + users)
+    try:
+        with pytest.raises(pika.exceptions.ProbableAuthenticationError) as info:
+            _connect_external(port, certs)
+        assert "Login was refused using authentication mechanism EXTERNAL" in str(info.value)
+    finally:
+        assert server.stop() == 0, server.log_tail
+
+
+def test_external_is_offered_only_with_a_client_certificate():
+    from amqpd.session.config import ConnectionConfig
+    from amqpd.session.handshake import offered_mechanisms
+
+    config = ConnectionConfig(auth_mechanisms=("PLAIN", "EXTERNAL"))
+    assert offered_mechanisms(config, has_peer_certificate=False) == ("PLAIN",)
+    assert offered_mechanisms(config, has_peer_certificate=True) == ("PLAIN", "EXTERNAL")

@@ -83,6 +83,10 @@ class Broker:
         """The user if the password is right, else None (the session sends the 403)."""
         return self.user_table.authenticate(username, password)
 
+    def authenticate_external(self, username: str) -> User | None:
+        """EXTERNAL (x509): the user the client certificate names, if it exists."""
+        return self.users.get(username)
+
     def set_permissions(self, user: str, vhost: str, permission: Permission) -> None:
         self.permissions.set(user, vhost, permission)
 

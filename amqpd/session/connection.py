@@ -134,10 +134,14 @@ class Connection:
         peer: str | None = None,
         config: ConnectionConfig | None = None,
         channel_factory: ChannelFactory | None = None,
+        peer_certificate: str | None = None,
     ) -> None:
         self.broker = broker
         self.config = config if config is not None else ConnectionConfig()
         self.peer = peer
+        #: The CN of the client's verified TLS certificate (the EXTERNAL mechanism's user).
+        self.peer_certificate = peer_certificate
+        self._mechanisms = handshake.offered_mechanisms(self.config, peer_certificate is not None)
         #: Called when output is queued from outside this connection's own calls.
         self.on_output: Callable[[], None] | None = None
         # What the handshake establishes (read by channels).
@@ -449,7 +453,7 @@ class Connection:
             version_major=version[0],
             version_minor=version[1],
             server_properties=self.config.server_properties(capabilities=version == (0, 9)),
-            mechanisms=" ".join(self.config.auth_mechanisms).encode("ascii"),
+            mechanisms=" ".join(self._mechanisms).encode("ascii"),
             locales=b"en_US",
         )
         self.send_method(0, start)
@@ -460,10 +464,17 @@ class Connection:
         caps = method.client_properties.get("capabilities")
         self.capabilities = caps if isinstance(caps, dict) else {}
         mechanism = method.mechanism
-        handshake.check_mechanism(mechanism, self.config)
+        handshake.check_mechanism(mechanism, self.config, self._mechanisms)
         self.auth_mechanism = mechanism
-        creds = handshake.parse_response(mechanism, method.response)
         user = None
+        if mechanism == "EXTERNAL":
+            # rabbit_auth_mechanism_ssl: the response is ignored; the certificate names the
+            # user, who must exist (no password is checked).
+            assert self.peer_certificate is not None  # EXTERNAL is only offered then
+            creds = handshake.Credentials(self.peer_certificate, None)
+            user = self.broker.authenticate_external(creds.username)
+        else:
+            creds = handshake.parse_response(mechanism, method.response)
         if creds.password is not None:
             user = self.broker.authenticate(creds.username, creds.password)
         if user is None:
