@@ -68,6 +68,7 @@ SCHEMA: dict[str, tuple[str, ...]] = {
     "permissions[]": ("user", "vhost", "configure", "write", "read"),
     "topic_permissions[]": ("user", "vhost", "exchange", "write", "read"),
     "policies[]": ("name", "vhost", "pattern", "apply_to", "priority", "definition"),
+    "reload": ("delete_vhosts_with_messages",),
 }
 _TOP_LEVEL = tuple(dict.fromkeys(s.split(".")[0].removesuffix("[]") for s in SCHEMA))
 
@@ -415,6 +416,9 @@ def _definitions(doc: dict[str, Any]) -> Definitions:
         permissions=tuple(permissions),
         topic_permissions=tuple(topics),
         policies=tuple(policies),
+        delete_vhosts_with_messages=_section(doc, "reload").str_list(
+            "delete_vhosts_with_messages", ()
+        ),
     )
 
 

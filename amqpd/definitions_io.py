@@ -300,6 +300,7 @@ def merge(
         permissions=tuple((u, v, p) for (u, v), p in perms.items()),
         topic_permissions=tuple((u, v, t) for (u, v, _), t in topics.items()),
         policies=tuple(policies.values()),
+        delete_vhosts_with_messages=base.delete_vhosts_with_messages,
     )
 
 

@@ -128,7 +128,7 @@ ERRORS = [
     (
         "bogus = 1",
         "bogus: unknown section (known: listeners, tls, limits, storage, logging, "
-        "auth, vhosts, users, permissions, topic_permissions, policies)",
+        "auth, vhosts, users, permissions, topic_permissions, policies, reload)",
     ),
     (
         "[limits]\nframe_maxx = 1",

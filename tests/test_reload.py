@@ -72,9 +72,7 @@ def test_sighup_applies_users_vhosts_and_permissions(tmp_path):
         keep_ch.queue_declare("held", passive=True)  # a round trip: the publish is in
 
         # alice and vhost "gone" go, bob comes, "keep" is dropped but holds a message.
-        config.write_text(
-            _config({**guest, "bob": "pb"}, ["/"], [("guest", "/"), ("bob", "/")])
-        )
+        config.write_text(_config({**guest, "bob": "pb"}, ["/"], [("guest", "/"), ("bob", "/")]))
         server.process.send_signal(signal.SIGHUP)
         assert _closed_by_broker(alice) == (320, "CONNECTION_FORCED - user 'alice' is deleted")
         assert _closed_by_broker(in_gone) == (320, "CONNECTION_FORCED - vhost 'gone' is deleted")
@@ -91,7 +89,12 @@ def test_sighup_applies_users_vhosts_and_permissions(tmp_path):
         server.process.send_signal(signal.SIGHUP)
         _wait_log(server, in_keep, "reload refused, nothing changed")
         _connect(server.port, "bob", "pb").close()
-        in_keep.close()
+
+        # The operator confirms: now the vhost goes, messages and all.
+        confirmed = _config({**guest, "bob": "pb"}, ["/"], [("guest", "/"), ("bob", "/")])
+        config.write_text(confirmed + '[reload]\ndelete_vhosts_with_messages = ["keep"]\n')
+        server.process.send_signal(signal.SIGHUP)
+        assert _closed_by_broker(in_keep) == (320, "CONNECTION_FORCED - vhost 'keep' is deleted")
     finally:
         code = server.stop()
     assert code == 0, server.log_tail

@@ -120,11 +120,13 @@ class Broker:
         As RabbitMQ on delete_user / delete_vhost (rabbit_connection_tracking_handler), the
         connections of a deleted user or vhost are to be closed; changed permissions apply
         to the next operation of open connections. A vhost that still holds messages is
-        not deleted: it is reported in ``kept_vhosts`` and keeps its permissions.
+        not deleted unless ``d.delete_vhosts_with_messages`` names it: it is reported in
+        ``kept_vhosts`` and keeps its permissions.
         """
         report = ApplyReport()
         for name in [n for n in self.vhosts if n not in d.vhosts]:
-            if self._holds_messages(self.vhosts[name]):
+            confirmed = name in d.delete_vhosts_with_messages
+            if not confirmed and self._holds_messages(self.vhosts[name]):
                 report.kept_vhosts.append(name)
                 continue
             report.to_close += [(o, f"vhost '{name}' is deleted") for o in self._on_vhost(name)]

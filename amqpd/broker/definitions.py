@@ -35,6 +35,9 @@ class Definitions:
     permissions: tuple[tuple[str, str, Permission], ...] = ()
     topic_permissions: tuple[tuple[str, str, TopicPermission], ...] = ()
     policies: tuple[Policy, ...] = ()
+    #: The operator's explicit go-ahead to delete these vhosts even though they still
+    #: hold messages (without it such a deletion is refused and reported).
+    delete_vhosts_with_messages: tuple[str, ...] = ()
 
 
 @attrs.define
