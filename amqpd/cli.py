@@ -5,25 +5,36 @@ Rules of this module:
   is one ``amqpd: error: ...`` line on stderr and exit code 2, never a traceback.
 - A listen address that cannot be bound is the same kind of line with exit code 1.
 - A graceful shutdown (SIGINT/SIGTERM) exits 0.
+- Command-line options win over the config file, which wins over the built-in defaults.
+- ``amqpd hash-password`` prints a password hash for the config file and exits;
+  ``amqpd export-definitions`` prints RabbitMQ definitions JSON and exits.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import signal
 import sys
-import tomllib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 import structlog
 import trio
 
-from amqpd import __version__
-from amqpd.log import LOG_FORMATS, LOG_LEVELS, configure_logging
-from amqpd.server import DEFAULT_LISTEN, ListenAddress, ListenError, parse_listen, run_broker
+from amqpd import __version__, definitions_io, passwords_cli, tls
+from amqpd import config as config_module
+from amqpd.config import Config
+from amqpd.log import LOG_FORMATS, LOG_LEVELS, LogFormat, configure_logging
+from amqpd.server import (
+    DEFAULT_LISTEN,
+    ListenAddress,
+    ListenError,
+    ServerConfig,
+    parse_listen,
+    run_broker,
+)
 
 EXIT_OK = 0
 EXIT_RUNTIME_ERROR = 1
@@ -73,22 +84,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--config", type=Path, metavar="FILE", help="TOML configuration file")
     parser.add_argument(
-        "--log-format", choices=LOG_FORMATS, default="console", help="(default: console)"
+        "--definitions",
+        type=Path,
+        metavar="FILE",
+        help="RabbitMQ definitions JSON (rabbitmqctl export_definitions) to load at start",
     )
-    parser.add_argument("--log-level", choices=LOG_LEVELS, default="info", help="(default: info)")
+    parser.add_argument("--log-format", choices=LOG_FORMATS, help="(default: console)")
+    parser.add_argument("--log-level", choices=LOG_LEVELS, help="(default: info)")
     parser.add_argument("--version", action="version", version=f"amqpd {__version__}")
     return parser
 
 
-def load_config(path: Path) -> dict[str, Any]:
-    """Read the TOML config file. Its keys are interpreted by the config work (later)."""
+def load_config(path: Path) -> Config:
+    """Read and validate the TOML config file (amqpd/config.py); UsageError on a mistake."""
     try:
-        with path.open("rb") as f:
-            return tomllib.load(f)
-    except OSError as exc:
-        raise UsageError(f"cannot read config file {path}: {exc.strerror or exc}") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise UsageError(f"invalid config file {path}: {exc}") from None
+        return config_module.read_config_file(path)
+    except config_module.ConfigFileError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def prepare_data_dir(path: Path) -> Path:
@@ -102,29 +114,62 @@ def prepare_data_dir(path: Path) -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["hash-password"]:
+        return passwords_cli.main(argv[1:])
+    if argv[:1] == ["export-definitions"]:
+        return definitions_io.export_main(argv[1:])
+    if argv[:1] == ["gen-certs"]:
+        return tls.gen_certs_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)  # exits 2 with a usage message on bad arguments
+    config: Config | None = None
+    warnings: list[str] = []
     try:
         if args.config is not None:
-            load_config(args.config)
+            config = load_config(args.config)
+        try:
+            broker = config_module.build_broker(config, args.definitions, warnings.append)
+        except config_module.ConfigFileError as exc:
+            raise UsageError(str(exc)) from None
         data_dir = prepare_data_dir(
-            args.data_dir if args.data_dir is not None else default_data_dir()
+            args.data_dir
+            if args.data_dir is not None
+            else (config.storage.data_dir if config and config.storage.data_dir else None)
+            or default_data_dir()
         )
     except UsageError as exc:
         parser.exit(EXIT_USAGE, f"{parser.prog}: error: {exc}\n")
+    log_format: LogFormat = args.log_format or (config and config.log_format) or "console"
+    log_level = args.log_level or (config and config.log_level) or "info"
     # Only once the arguments are known good: configuring structlog is process-global.
-    configure_logging(args.log_format, args.log_level)
+    configure_logging(log_format, log_level)
     config_path = str(args.config) if args.config is not None else None
     structlog.get_logger("amqpd").info(
         "starting amqpd", version=__version__, data_dir=str(data_dir), config=config_path
     )
+    for warning in warnings:
+        structlog.get_logger("amqpd").warning(warning)
 
-    # Imported here so that --help and argument errors stay fast and independent of the core.
-    from amqpd.broker.broker import Broker
-
-    listen: list[ListenAddress] = args.listen if args.listen else list(DEFAULT_LISTEN)
+    listen: list[ListenAddress] = list(
+        args.listen or (config.listeners if config else None) or DEFAULT_LISTEN
+    )
+    server_config = ServerConfig(connection=config.connection if config else None)
+    # SIGHUP re-reads the config file (users, permissions, vhosts, policies) live.
+    reload = (
+        config_module.reloader(args.config, broker, args.definitions)
+        if args.config is not None or args.definitions is not None
+        else None
+    )
     try:
-        trio.run(run_broker, Broker(), listen)
+        run = functools.partial(
+            run_broker,
+            config=server_config,
+            reload=reload,
+            tls_addresses=config.tls_listeners if config else (),
+            ssl_context=config.ssl_context if config else None,
+        )
+        trio.run(run, broker, listen)
     except ListenError as exc:
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)
         return EXIT_RUNTIME_ERROR

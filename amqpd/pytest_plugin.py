@@ -193,6 +193,11 @@ def amqpd_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AmqpdServ
     """An amqpd broker for the whole test session, on 127.0.0.1 and a free port."""
     server = start_amqpd(tmp_path_factory.mktemp("amqpd-data"))
     yield server
+    stop_and_check(server)
+
+
+def stop_and_check(server: AmqpdServer) -> None:
+    """Stop ``server``; fail the run if it crashed, did not stop cleanly or hit a bug."""
     crashed_early = server.process.poll() is not None
     code = server.stop()
     if crashed_early or code != 0:

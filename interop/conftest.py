@@ -6,6 +6,9 @@
 * ``connect``: factory of ``pika.BlockingConnection``; every connection is closed at teardown
   (before ``names`` cleans up, so exclusive queues are already gone).
 * ``conn`` / ``ch``: one connection and one channel, for the common case.
+* ``configured_amqpd``: a factory that starts another amqpd with a given TOML config file
+  (``amqpd --config``), through the pytest plugin's ``start_amqpd``; all stopped (and
+  checked for crashes and internal errors) at the end of the session.
 
 pika's BlockingConnection waits forever for a reply that never comes, so tests using
 ``connect`` run under an alarm (``INTEROP_TEST_TIMEOUT`` seconds, default 60; 0 disables):
@@ -183,3 +186,26 @@ def conn(connect: ConnectFactory) -> pika.BlockingConnection:
 @pytest.fixture
 def ch(conn: pika.BlockingConnection) -> Any:
     return conn.channel()
+
+
+ConfiguredAmqpd = Callable[[str], Any]
+
+
+@pytest.fixture(scope="session")
+def configured_amqpd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConfiguredAmqpd]:
+    """``start(config_toml) -> AmqpdServer``: an amqpd of its own running that config."""
+    from amqpd.pytest_plugin import start_amqpd, stop_and_check
+
+    servers: list[Any] = []
+
+    def start(config_toml: str) -> Any:
+        base = tmp_path_factory.mktemp("amqpd-configured")
+        config = base / "amqpd.toml"
+        config.write_text(config_toml)
+        server = start_amqpd(base / "data", extra_args=["--config", str(config)])
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        stop_and_check(server)

@@ -261,3 +261,20 @@ def test_log_pump_finds_the_ready_line_and_internal_errors(tmp_path):
         pump.join(10)
     assert pump.internal_errors == ["[error] connection crashed; closing it conn=3"]
     assert (tmp_path / "broker.log").read_text().count("\n") == 4
+
+
+def test_process_applies_the_config_file(tmp_path):
+    config = tmp_path / "amqpd.toml"
+    config.write_text("[limits]\nheartbeat = 7\nchannel_max = 9\nframe_max = 8192\n")
+    server = start_amqpd(tmp_path / "data", extra_args=["--config", str(config)])
+    try:
+        params = pika.URLParameters(server.url)
+        params.socket_timeout = 10
+        conn = pika.BlockingConnection(params)
+        # pika takes the server's offer when it has no preference of its own.
+        assert conn._impl.params.heartbeat == 7
+        assert conn._impl.params.channel_max == 9
+        assert conn._impl.params.frame_max == 8192
+        conn.close()
+    finally:
+        assert server.stop() == 0, server.log_tail

@@ -1,46 +1,38 @@
-"""Broker: the vhosts and users of one amqpd node.
+"""Broker: the vhosts, users, permissions, limits and policies of one amqpd node.
 
 Rules of this module:
-- The Broker owns the vhost table and the user table; nothing else holds them.
-- Passwords are kept as salted SHA-256 hashes (RabbitMQ's rabbit_password_hashing_sha256
-  scheme: 4-byte salt + sha256(salt + password)) and compared in constant time.
+- The Broker owns the vhost table, the user table (``users.py``), the permission table
+  (``permissions.py``), per-vhost limits (``limits.py``) and policies (``policies.py``), all
+  as plain data; nothing else holds them. Config and definitions files are read at the
+  process edge, which calls the methods here.
+- ``Broker()`` alone is RabbitMQ's out-of-the-box node: vhost "/" and user guest/guest
+  (administrator, loopback only) with ".*" ".*" ".*" on "/".
+- The session asks: ``authenticate`` at login, ``open_connection`` at connection.open (vhost
+  missing → 530 "vhost v not found"; the vhost connection limit, then vhost access, in
+  ``rabbit_reader:handle_method0(connection.open)``'s order), ``close_connection`` when it
+  goes, and the ``Access`` it got for every resource check.
 - Time: the broker never reads a monotonic clock. ``next_deadline()`` / ``tick(now)`` run
-  the vhosts' queue timers (TTL at the head, x-expires); ``on_deadline_moved`` (set by the
-  server) is called when the earliest deadline moved earlier, so the server's timer task
-  can wake up. ``wall_clock`` (injected; ``time.time`` by default) is read only for the
-  x-death ``time`` field, so tests pass a fake one.
+  the vhosts' timers (delayed messages, TTL at the head, x-expires); ``on_deadline_moved``
+  (set by the server) is called when the earliest deadline moved earlier, so the server's
+  timer task can wake up. ``wall_clock`` (injected; ``time.time`` by default) is read only
+  for wall-clock fields such as the x-death ``time``, so tests pass a fake one.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 
-import attrs
-
+from amqpd.broker.definitions import ApplyReport, Definitions
+from amqpd.broker.limits import VhostLimits
+from amqpd.broker.passwords import PasswordHash
+from amqpd.broker.permissions import Access, Permission, PermissionTable
+from amqpd.broker.policies import Policy
+from amqpd.broker.users import User, UserTable
 from amqpd.broker.vhost import VirtualHost
+from amqpd.errors import NotAllowed
 
-
-@attrs.frozen(slots=True)
-class User:
-    name: str
-    tags: tuple[str, ...] = ()
-    # RabbitMQ's loopback_users: guest may only connect from localhost by default.
-    loopback_only: bool = False
-
-
-@attrs.frozen(slots=True)
-class _Credentials:
-    user: User
-    salt: bytes
-    digest: bytes
-
-
-def _hash(salt: bytes, password: str) -> bytes:
-    return hashlib.sha256(salt + password.encode("utf-8")).digest()
+__all__ = ["Broker", "User"]
 
 
 class Broker:
@@ -51,18 +43,35 @@ class Broker:
         self.on_deadline_moved: Callable[[], None] | None = None
         self.vhosts: dict[str, VirtualHost] = {}
         self.add_vhost("/")
-        self._users: dict[str, _Credentials] = {}
+        self.user_table = UserTable()
+        self.permissions = PermissionTable()
+        self.policies: dict[tuple[str, str], Policy] = {}
+        #: Node-wide connection limit (config ``limits.max_connections``); None: no limit.
+        self.max_connections: int | None = None
+        self._connections: dict[Hashable, tuple[str, str]] = {}  # owner -> (user, vhost)
         if default_user:
-            # RabbitMQ's default user: guest/guest, administrator, loopback only.
+            # RabbitMQ's default user: guest/guest, administrator, loopback only, full
+            # access to "/" (rabbit.app default_user / default_permissions).
             self.add_user("guest", "guest", tags=("administrator",), loopback_only=True)
+            self.permissions.set("guest", "/", Permission())
 
-    def add_vhost(self, name: str) -> VirtualHost:
+    # -- vhosts ------------------------------------------------------------------------------
+    def add_vhost(self, name: str, limits: VhostLimits | None = None) -> VirtualHost:
         vhost = self.vhosts.get(name)
         if vhost is None:
             vhost = self.vhosts[name] = VirtualHost(name, wall_clock=self.wall_clock)
             vhost.on_deadline_moved = self._deadline_moved
+        if limits is not None:
+            vhost.limits = limits
         return vhost
 
+    def delete_vhost(self, name: str) -> None:
+        self.vhosts.pop(name, None)
+        self.permissions.clear_vhost(name)
+        for key in [k for k in self.policies if k[0] == name]:
+            del self.policies[key]
+
+    # -- timers ------------------------------------------------------------------------------
     def _deadline_moved(self) -> None:
         if self.on_deadline_moved is not None:
             self.on_deadline_moved()
@@ -73,37 +82,123 @@ class Broker:
         return min(deadlines) if deadlines else None
 
     def tick(self, now: float) -> None:
-        """Run every queue timer due at ``now``."""
+        """Run every vhost timer due at ``now``."""
         for vhost in list(self.vhosts.values()):
             vhost.tick(now)
 
+    # -- users -------------------------------------------------------------------------------
     def add_user(
         self,
         name: str,
-        password: str,
+        password: str | PasswordHash | None,
         *,
         tags: tuple[str, ...] = (),
         loopback_only: bool = False,
     ) -> User:
-        user = User(name, tuple(tags), loopback_only)
-        salt = secrets.token_bytes(4)
-        self._users[name] = _Credentials(user, salt, _hash(salt, password))
-        return user
+        """Add or replace a user; a ``str`` password is hashed here, never kept."""
+        return self.user_table.add(name, password, tags=tags, loopback_only=loopback_only)
 
     def delete_user(self, name: str) -> None:
-        self._users.pop(name, None)
+        self.user_table.delete(name)
+        self.permissions.clear_user(name)
 
     @property
     def users(self) -> dict[str, User]:
-        return {name: cred.user for name, cred in self._users.items()}
+        return self.user_table.users()
 
     def authenticate(self, username: str, password: str) -> User | None:
         """The user if the password is right, else None (the session sends the 403)."""
-        cred = self._users.get(username)
-        if cred is None:
-            # Hash anyway so a missing user costs the same time as a wrong password.
-            hmac.compare_digest(_hash(b"\0\0\0\0", password), b"\0" * 32)
-            return None
-        if hmac.compare_digest(_hash(cred.salt, password), cred.digest):
-            return cred.user
-        return None
+        return self.user_table.authenticate(username, password)
+
+    def authenticate_external(self, username: str) -> User | None:
+        """EXTERNAL (x509): the user the client certificate names, if it exists."""
+        return self.users.get(username)
+
+    def set_permissions(self, user: str, vhost: str, permission: Permission) -> None:
+        self.permissions.set(user, vhost, permission)
+
+    def add_policy(self, policy: Policy) -> None:
+        self.policies[(policy.vhost, policy.name)] = policy
+
+    # -- connections -------------------------------------------------------------------------
+    def open_connection(
+        self, owner: Hashable, user: User, vhost_name: str
+    ) -> tuple[VirtualHost, Access]:
+        """connection.open: the vhost and the user's ``Access`` there, or 530 NOT_ALLOWED."""
+        vhost = self.vhosts.get(vhost_name)
+        if vhost is None:
+            raise NotAllowed(f"vhost {vhost_name} not found")
+        if self.max_connections is not None and len(self._connections) >= self.max_connections:
+            # RabbitMQ 3.12+ (connection_max) refuses at accept time; amqpd's own text.
+            raise NotAllowed(
+                f"connection refused: node connection limit ({self.max_connections}) is reached"
+            )
+        in_vhost = sum(1 for _, v in self._connections.values() if v == vhost_name)
+        vhost.limits.check_connection(vhost_name, user.name, in_vhost)
+        if self.permissions.get(user.name, vhost_name) is None:
+            raise NotAllowed(f"access to vhost '{vhost_name}' refused for user '{user.name}'")
+        self._connections[owner] = (user.name, vhost_name)
+        return vhost, Access(self.permissions, user.name, vhost_name)
+
+    # -- definitions (start and reload) -----------------------------------------------------
+    def apply_definitions(self, d: Definitions) -> ApplyReport:
+        """Make vhosts, users, permissions and policies match ``d``; see ``ApplyReport``.
+
+        As RabbitMQ on delete_user / delete_vhost (rabbit_connection_tracking_handler), the
+        connections of a deleted user or vhost are to be closed; changed permissions apply
+        to the next operation of open connections. A vhost that still holds messages is
+        not deleted unless ``d.delete_vhosts_with_messages`` names it: it is reported in
+        ``kept_vhosts`` and keeps its permissions.
+        """
+        report = ApplyReport()
+        for name in [n for n in self.vhosts if n not in d.vhosts]:
+            confirmed = name in d.delete_vhosts_with_messages
+            if not confirmed and self._holds_messages(self.vhosts[name]):
+                report.kept_vhosts.append(name)
+                continue
+            report.to_close += [(o, f"vhost '{name}' is deleted") for o in self._on_vhost(name)]
+            self.delete_vhost(name)
+            report.changes.append(f"deleted vhost {name!r}")
+        for name, limits in d.vhosts.items():
+            if name not in self.vhosts:
+                report.changes.append(f"added vhost {name!r}")
+            self.add_vhost(name, limits)
+        wanted = {u.name for u in d.users}
+        for name in [n for n in self.users if n not in wanted]:
+            report.to_close += [(o, f"user '{name}' is deleted") for o in self.connections_of(name)]
+            self.delete_user(name)
+            report.changes.append(f"deleted user {name!r}")
+        for u in d.users:
+            if u.name not in self.users:
+                report.changes.append(f"added user {u.name!r}")
+            self.add_user(u.name, u.password, tags=u.tags, loopback_only=u.loopback_only)
+        table = PermissionTable()
+        # A vhost kept for its messages keeps its permissions, so its users can drain it.
+        for user, vhost, permission in self.permissions.items():
+            if vhost in report.kept_vhosts and user in wanted:
+                table.set(user, vhost, permission)
+        for user, vhost, topic in self.permissions.topic_items():
+            if vhost in report.kept_vhosts and user in wanted:
+                table.set_topic(user, vhost, topic)
+        for user, vhost, permission in d.permissions:
+            table.set(user, vhost, permission)
+        for user, vhost, topic in d.topic_permissions:
+            table.set_topic(user, vhost, topic)
+        self.permissions.replace(table)
+        self.policies = {(p.vhost, p.name): p for p in d.policies}
+        # Closing may release connections (close_connection); take no live views above.
+        return report
+
+    @staticmethod
+    def _holds_messages(vhost: VirtualHost) -> bool:
+        return any(q.message_count or q.unacked_count for q in vhost.queues.values())
+
+    def _on_vhost(self, vhost: str) -> list[Hashable]:
+        return [owner for owner, (_, v) in self._connections.items() if v == vhost]
+
+    def close_connection(self, owner: Hashable) -> None:
+        self._connections.pop(owner, None)
+
+    def connections_of(self, user: str) -> list[Hashable]:
+        """Open connections of ``user`` (a reload closes a deleted user's)."""
+        return [owner for owner, (u, _) in self._connections.items() if u == user]

@@ -1,55 +1,40 @@
-"""Queue length limits: x-max-length, x-max-length-bytes and the x-overflow behaviour.
+"""Per-vhost limits (``rabbitmqctl set_vhost_limits``) and their RabbitMQ errors.
 
-Rules of this module (reference 2.3; docs "Queue Length Limit"):
-- Only READY messages count, and only their body bytes. Both limits may be set; whichever
-  is hit first applies.
-- ``drop-head`` (default): the queue drops (dead-letters, reason ``maxlen``) from the head
-  until ``over`` is False. ``reject-publish``: a publish that ``would_overflow`` is refused
-  (nacked under confirms); ``reject-publish-dlx``: also dead-lettered, reason ``maxlen``
-  (rabbit_amqqueue_process:maybe_deliver_or_enqueue, will_overflow/2).
+Rules of this module (``rabbit_vhost_limit``, ``rabbit_reader``, ``rabbit_channel``;
+https://www.rabbitmq.com/docs/vhosts#limits), texts checked on the oracle:
+- ``None`` or a negative number means no limit; 0 means none at all.
+- max-connections is checked at connection.open: 530 NOT_ALLOWED "access to vhost 'v'
+  refused for user 'u': connection limit (N) is reached".
+- max-queues is checked when a queue.declare would create a queue (a redeclare is fine):
+  406 PRECONDITION_FAILED "cannot declare queue 'q': queue limit in vhost 'v' (N) is reached".
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+import attrs
 
-from amqpd.broker.arguments import is_int
-
-
-def _int_arg(value: object) -> int | None:
-    return int(value) if isinstance(value, int) and is_int(value) else None
+from amqpd.errors import NotAllowed, PreconditionFailed
 
 
-class LengthLimits:
-    __slots__ = ("max_bytes", "max_length", "reject_dlx", "reject_publish")
+def _reached(limit: int | None, count: int) -> bool:
+    return limit is not None and limit >= 0 and count >= limit
 
-    def __init__(self, max_length: int | None, max_bytes: int | None, overflow: str) -> None:
-        self.max_length = max_length
-        self.max_bytes = max_bytes
-        self.reject_publish = overflow in ("reject-publish", "reject-publish-dlx")
-        self.reject_dlx = overflow == "reject-publish-dlx"
 
-    @classmethod
-    def from_arguments(cls, args: Mapping[str, Any]) -> LengthLimits | None:
-        """The queue's limits, None when it has none (the common, free case)."""
-        max_length = _int_arg(args.get("x-max-length"))
-        max_bytes = _int_arg(args.get("x-max-length-bytes"))
-        if max_length is None and max_bytes is None:
-            return None
-        overflow = args.get("x-overflow", "drop-head")
-        if isinstance(overflow, bytes):
-            overflow = overflow.decode()
-        return cls(max_length, max_bytes, str(overflow))
+@attrs.frozen(slots=True)
+class VhostLimits:
+    max_connections: int | None = None
+    max_queues: int | None = None
 
-    def would_overflow(self, count: int, ready_bytes: int, size: int) -> bool:
-        """Would one more ready message of ``size`` body bytes exceed a limit?"""
-        if self.max_length is not None and count + 1 > self.max_length:
-            return True
-        return self.max_bytes is not None and ready_bytes + size > self.max_bytes
+    def check_connection(self, vhost: str, user: str, open_connections: int) -> None:
+        if _reached(self.max_connections, open_connections):
+            raise NotAllowed(
+                f"access to vhost '{vhost}' refused for user '{user}': connection limit "
+                f"({self.max_connections}) is reached"
+            )
 
-    def over(self, count: int, ready_bytes: int) -> bool:
-        """Is a limit exceeded now (drop-head must drop)?"""
-        if self.max_length is not None and count > self.max_length:
-            return True
-        return self.max_bytes is not None and ready_bytes > self.max_bytes
+    def check_queue(self, vhost: str, queue: str, queues: int) -> None:
+        if _reached(self.max_queues, queues):
+            raise PreconditionFailed(
+                f"cannot declare queue '{queue}': queue limit in vhost '{vhost}' "
+                f"({self.max_queues}) is reached"
+            )

@@ -44,7 +44,7 @@ import attrs
 from amqpd.broker.arguments import is_int
 from amqpd.broker.consumers import ConsumerSet
 from amqpd.broker.expiry import QueueClock
-from amqpd.broker.limits import LengthLimits
+from amqpd.broker.length_limits import LengthLimits
 from amqpd.broker.message import Message
 from amqpd.broker.ready import PriorityReady, ReadyFifo, ReadyStore
 from amqpd.errors import AccessRefused

@@ -49,7 +49,9 @@ from amqpd.broker.arguments import (
 from amqpd.broker.deadletter import dead_letter_args, is_death_cycle, make_dead_letter
 from amqpd.broker.exchange import Exchange
 from amqpd.broker.exchanges import EXCHANGE_TYPES
+from amqpd.broker.limits import VhostLimits
 from amqpd.broker.message import Message
+from amqpd.broker.permissions import Access
 from amqpd.broker.queue import Queue
 from amqpd.errors import AccessRefused, NotFound, PreconditionFailed, ResourceLocked
 
@@ -133,6 +135,7 @@ class VirtualHost:
         self._now = 0.0
         self.exchanges: dict[str, Exchange] = {}
         self.queues: dict[str, Queue] = {}
+        self.limits = VhostLimits()  # rabbitmqctl set_vhost_limits (max-queues here)
         # Direct reply-to registry (the session's; amq.rabbitmq.reply-to.* name -> consumer).
         self.reply_to: dict[str, object] = {}
         # destination (Queue or Exchange) -> source exchanges with bindings to it.
@@ -190,6 +193,7 @@ class VirtualHost:
         auto_delete: bool = False,
         internal: bool = False,
         arguments: FieldTable | None = None,
+        access: Access | None = None,
     ) -> Exchange:
         name = strip_cr_lf(name)
         if passive:
@@ -202,6 +206,8 @@ class VirtualHost:
             # atom and "unknown exchange type" otherwise; the latter is the general case.
             raise PreconditionFailed(f"unknown exchange type '{type}'")
         _not_default(name)
+        if access is not None:
+            access.configure("exchange", name)  # rabbit_channel: before the lookup
         args = arguments or _EMPTY
         exchange = self.exchanges.get(name)
         if exchange is None:
@@ -212,6 +218,10 @@ class VirtualHost:
                     f"invalid type '{type_name(ae)}' for arg 'alternate-exchange' in "
                     f"{self._rs('exchange', name)}"
                 )
+            if ae is not None and access is not None:
+                # A new exchange with an AE: read on it, write on the AE (rabbit_channel).
+                access.read("exchange", name)
+                access.write("exchange", _text(ae))
             # Exchange() runs the type's validate/1 (x-delayed-type: 406), as
             # rabbit_exchange:declare does for a new exchange only.
             exchange = Exchange(
@@ -390,6 +400,7 @@ class VirtualHost:
         arguments: FieldTable | None = None,
         owner: Owner | None = None,
         now: float | None = None,
+        access: Access | None = None,
     ) -> Queue:
         now = self._clock(now)
         if passive:
@@ -412,6 +423,8 @@ class VirtualHost:
         else:
             name = strip_cr_lf(name)
             _check_name("queue", name)
+        if access is not None:
+            access.configure("queue", name)  # server-named ones too (rabbit_channel)
         declared_owner = owner if exclusive else None
         queue = self.queues.get(name)
         if queue is not None:
@@ -419,11 +432,18 @@ class VirtualHost:
             queue.touch(now)  # a redeclare renews the x-expires lease (classic queues)
             return queue
         resource = self._rs("queue", name)
+        # Only a queue that would be created counts against max-queues (rabbit_channel
+        # check_vhost_queue_limit/2).
+        self.limits.check_queue(self.name, name, len(self.queues))
         dlx = args.get("x-dead-letter-exchange")
         if dlx is not None and not is_longstr(dlx):
             raise PreconditionFailed(
                 f"invalid type '{type_name(dlx)}' for arg 'x-dead-letter-exchange' in {resource}"
             )
+        if dlx is not None and access is not None:
+            # A new queue with a DLX: read on the queue, write on the DLX (rabbit_channel).
+            access.read("queue", name)
+            access.write("exchange", _text(dlx))
         validate_queue_args(args, resource)
         qtype = queue_type_of(args)
         if qtype != "classic":

@@ -33,7 +33,13 @@ log = structlog.get_logger("amqpd.server")
 # (now, peer_host) -> a fresh session connection for a newly accepted socket. peer_host is the
 # bare IP address (no port: the session parses it to decide whether the peer is loopback),
 # None for a stream that is not a socket (in-process tests).
-ConnectionFactory = Callable[[float, str | None], ServedConnection]
+#: ``factory(now, peer_host)``, or ``factory(now, peer_host, peer_certificate_cn)`` for a TLS
+#: client with a verified certificate (the EXTERNAL mechanism's user).
+ConnectionFactory = Callable[..., ServedConnection]
+
+#: How long a TLS client has for its handshake before the AMQP one starts (RabbitMQ's
+#: ssl_handshake_timeout, 5 s).
+TLS_HANDSHAKE_TIMEOUT = 5.0
 
 # accept() failures that mean "out of resources for now", not "this listener is broken";
 # trio.serve_listeners treats the same set this way.
@@ -73,7 +79,13 @@ class Server:
     @property
     def addresses(self) -> list[str]:
         """The bound ``host:port`` of every socket listener (port 0 resolved)."""
-        return [bound_address(x) for x in self.listeners if isinstance(x, trio.SocketListener)]
+        found = []
+        for x in self.listeners:
+            if isinstance(x, trio.SSLListener):
+                x = x.transport_listener  # amqps: name the socket under the TLS layer
+            if isinstance(x, trio.SocketListener):
+                found.append(bound_address(x))
+        return found
 
     @property
     def connection_count(self) -> int:
@@ -127,8 +139,23 @@ class Server:
         except OSError:
             await trio.aclose_forcefully(stream)  # reset between accept() and here
             return
+        peer_cn = None
+        if isinstance(stream, trio.SSLStream):
+            try:
+                with trio.fail_after(TLS_HANDSHAKE_TIMEOUT):
+                    await stream.do_handshake()
+            except (trio.BrokenResourceError, trio.TooSlowError) as exc:
+                log.info("TLS handshake failed", conn=conn_id, peer=peer, error=repr(exc))
+                await trio.aclose_forcefully(stream)
+                return
+            peer_cn = _certificate_cn(stream)
         try:
-            conn = self._factory(trio.current_time(), peer_host)
+            now = trio.current_time()
+            conn = (
+                self._factory(now, peer_host)
+                if peer_cn is None
+                else (self._factory(now, peer_host, peer_cn))
+            )
         except Exception as exc:
             log.error("could not set up connection", conn=conn_id, peer=peer, exc_info=exc)
             await trio.aclose_forcefully(stream)
@@ -189,8 +216,10 @@ def session_connection_factory(
 ) -> ConnectionFactory:
     connection_config = config if config is not None else ConnectionConfig()
 
-    def make(now: float, peer: str | None) -> ServedConnection:
-        return Connection(broker, now=now, peer=peer, config=connection_config)
+    def make(now: float, peer: str | None, peer_certificate: str | None = None) -> ServedConnection:
+        return Connection(
+            broker, now=now, peer=peer, config=connection_config, peer_certificate=peer_certificate
+        )
 
     return make
 
@@ -201,10 +230,24 @@ def _peer_of(stream: trio.abc.Stream) -> tuple[str | None, str | None]:
     ``(None, None)`` for streams that are not sockets (in-process tests); raises ``OSError``
     for a socket already reset, which must not reach the session as "no peer" (= local).
     """
+    if isinstance(stream, trio.SSLStream):
+        stream = stream.transport_stream
     if isinstance(stream, trio.SocketStream):
         host, port = stream.socket.getpeername()[:2]
         return str(host), format_hostport(str(host), int(port))
     return None, None
+
+
+def _certificate_cn(stream: trio.SSLStream[trio.abc.Stream]) -> str | None:
+    """The CN of the verified client certificate, if any (getpeercert() is {} otherwise)."""
+    cert = stream.getpeercert()
+    if not cert:
+        return None
+    for rdn in cert.get("subject", ()):
+        for key, value in rdn:
+            if key == "commonName":
+                return str(value)
+    return None
 
 
 def _set_nodelay(stream: trio.abc.Stream) -> None:

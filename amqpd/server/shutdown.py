@@ -5,13 +5,16 @@ Rules of this module:
   ready line appears is a graceful shutdown, never a KeyboardInterrupt traceback.
 - First signal: graceful shutdown (close 320 to every client, bounded wait). Second signal:
   stop at once.
+- SIGHUP (when a ``reload`` callable is given): reload the configuration live; ignored
+  once a shutdown has begun.
 """
 
 from __future__ import annotations
 
 import signal
-from collections.abc import AsyncIterator, Sequence
-from typing import TYPE_CHECKING
+import ssl
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import structlog
 import trio
@@ -31,6 +34,11 @@ if TYPE_CHECKING:
 log = structlog.get_logger("amqpd.server")
 
 SHUTDOWN_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+RELOAD_SIGNAL = signal.SIGHUP
+
+#: ``reload()`` re-reads the configuration and returns the connections to close, with the
+#: connection.close text for each (the edge owns the config file; we own time and sockets).
+Reload = Callable[[], Sequence[tuple[Any, str]]]
 
 
 def ready_message(addresses: Sequence[str]) -> str:
@@ -44,6 +52,9 @@ async def run_broker(
     *,
     config: ServerConfig | None = None,
     connection_factory: ConnectionFactory | None = None,
+    reload: Reload | None = None,
+    tls_addresses: Sequence[ListenAddress] = (),
+    ssl_context: ssl.SSLContext | None = None,
     task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve until a shutdown signal; returns after a graceful shutdown. Bind errors raise.
@@ -56,11 +67,20 @@ async def run_broker(
         if broker is None:
             raise TypeError("run_broker needs a broker or a connection_factory")
         connection_factory = session_connection_factory(broker, config.connection)
-    with trio.open_signal_receiver(*SHUTDOWN_SIGNALS) as signals:
-        listeners = await open_listeners(list(addresses))
+    wanted = (*SHUTDOWN_SIGNALS, RELOAD_SIGNAL) if reload is not None else SHUTDOWN_SIGNALS
+    with trio.open_signal_receiver(*wanted) as signals:
+        listeners: list[trio.abc.Listener[trio.abc.Stream]] = list(
+            await open_listeners(list(addresses))
+        )
+        if tls_addresses:
+            if ssl_context is None:
+                raise TypeError("amqps listeners need an ssl_context")
+            # amqps (RabbitMQ listeners.ssl): TLS from the first byte, then plain AMQP.
+            for plain in await open_listeners(list(tls_addresses)):
+                listeners.append(trio.SSLListener(plain, ssl_context, https_compatible=False))
         server = Server(listeners, connection_factory, config=config)
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(_watch_signals, signals, server, nursery.cancel_scope)
+            nursery.start_soon(_watch_signals, signals, server, nursery.cancel_scope, reload)
             if broker is not None:
                 # The queue timers (TTL, x-expires); cancelled with the signal watcher.
                 nursery.start_soon(BrokerTimer(broker).run)
@@ -75,10 +95,17 @@ async def run_broker(
 
 
 async def _watch_signals(
-    signals: AsyncIterator[int], server: Server, scope: trio.CancelScope
+    signals: AsyncIterator[int],
+    server: Server,
+    scope: trio.CancelScope,
+    reload: Reload | None = None,
 ) -> None:
     count = 0
     async for signum in signals:
+        if signum == RELOAD_SIGNAL:
+            if reload is not None and count == 0:
+                _reload(reload)
+            continue
         count += 1
         if count == 1:
             log.info("shutdown requested", signal=signal.Signals(signum).name)
@@ -87,3 +114,19 @@ async def _watch_signals(
             log.warning("second signal; stopping now", signal=signal.Signals(signum).name)
             scope.cancel()
             return
+
+
+def _reload(reload: Reload) -> None:
+    """SIGHUP: apply the re-read configuration, then close the connections it names."""
+    log.info("reload requested", signal="SIGHUP")
+    try:
+        to_close = reload()
+    except Exception as exc:  # a bug in reloading must not take the broker down
+        log.error("reload failed", exc_info=exc)
+        return
+    now = trio.current_time()
+    for conn, reason in to_close:
+        try:
+            conn.close_forced(reason, now)
+        except Exception as exc:
+            log.error("closing a connection after reload failed", exc_info=exc)

@@ -33,7 +33,9 @@ if TYPE_CHECKING:
 
 def basic_get(ch: Channel, cmd: Command) -> None:
     m = cast(M.BasicGet, cmd.method)
-    queue = ch.vhost.get_queue(ch.expand_queue_name(m.queue), ch.conn)
+    name = ch.expand_queue_name(m.queue)
+    ch.access.read("queue", name)  # before the lookup (rabbit_channel basic.get)
+    queue = ch.vhost.get_queue(name, ch.conn)
     entry = queue.get(ch.now)
     if entry is None:
         ch.send_method(BasicGetEmpty())

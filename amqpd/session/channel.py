@@ -43,6 +43,7 @@ class Channel:
         self.conn = conn
         self.number = number
         self.vhost = conn.vhost
+        self.access = conn.access  # the broker's permission checks for this user and vhost
         self.closed = False
         self.next_tag = 1  # delivery tags: per channel, from 1 (spec basic.deliver)
         self.unacked = UnackedTracker()

@@ -134,15 +134,21 @@ class Connection:
         peer: str | None = None,
         config: ConnectionConfig | None = None,
         channel_factory: ChannelFactory | None = None,
+        peer_certificate: str | None = None,
     ) -> None:
         self.broker = broker
         self.config = config if config is not None else ConnectionConfig()
         self.peer = peer
+        #: The CN of the client's verified TLS certificate (the EXTERNAL mechanism's user).
+        self.peer_certificate = peer_certificate
+        self._mechanisms = handshake.offered_mechanisms(self.config, peer_certificate is not None)
         #: Called when output is queued from outside this connection's own calls.
         self.on_output: Callable[[], None] | None = None
         # What the handshake establishes (read by channels).
         self.user: Any = None
         self.vhost: Any = None
+        #: The user's permission checks in ``vhost`` (broker ``Access``), set by connection.open.
+        self.access: Any = None
         self.client_properties: FieldTable = {}
         self.capabilities: FieldTable = {}
         self.auth_mechanism: str | None = None
@@ -266,6 +272,18 @@ class Connection:
                 self._finish()
         finally:
             self._in_call -= 1
+
+    def close_forced(self, reason: str, now: float) -> None:
+        """An operator closed us (user or vhost deleted): connection.close 320 ``reason``.
+
+        RabbitMQ's rabbit_networking:close_connection/2: "CONNECTION_FORCED - user 'u' is
+        deleted". Called from outside ``receive_data``, so the output wakes the writer.
+        """
+        if self._state is not _State.RUNNING:
+            if self._state in _PRE_RUNNING:
+                self._finish()
+            return
+        self._respond_and_close(ConnectionForced(reason), now)
 
     def connection_lost(self) -> None:
         """The socket is gone: release every channel and this connection's exclusive queues."""
@@ -435,7 +453,7 @@ class Connection:
             version_major=version[0],
             version_minor=version[1],
             server_properties=self.config.server_properties(capabilities=version == (0, 9)),
-            mechanisms=" ".join(self.config.auth_mechanisms).encode("ascii"),
+            mechanisms=" ".join(self._mechanisms).encode("ascii"),
             locales=b"en_US",
         )
         self.send_method(0, start)
@@ -446,10 +464,17 @@ class Connection:
         caps = method.client_properties.get("capabilities")
         self.capabilities = caps if isinstance(caps, dict) else {}
         mechanism = method.mechanism
-        handshake.check_mechanism(mechanism, self.config)
+        handshake.check_mechanism(mechanism, self.config, self._mechanisms)
         self.auth_mechanism = mechanism
-        creds = handshake.parse_response(mechanism, method.response)
         user = None
+        if mechanism == "EXTERNAL":
+            # rabbit_auth_mechanism_ssl: the response is ignored; the certificate names the
+            # user, who must exist (no password is checked).
+            assert self.peer_certificate is not None  # EXTERNAL is only offered then
+            creds = handshake.Credentials(self.peer_certificate, None)
+            user = self.broker.authenticate_external(creds.username)
+        else:
+            creds = handshake.parse_response(mechanism, method.response)
         if creds.password is not None:
             user = self.broker.authenticate(creds.username, creds.password)
         if user is None:
@@ -496,10 +521,8 @@ class Connection:
 
     def _open(self, method: M.ConnectionOpen) -> None:
         name = method.virtual_host
-        vhost = self.broker.vhosts.get(name)
-        if vhost is None:
-            raise NotAllowed(f"vhost {name} not found")
-        self.vhost = vhost
+        # 530 for a missing vhost, a connection limit or no permissions on it.
+        self.vhost, self.access = self.broker.open_connection(self, self.user, name)
         self.send_method(0, M.ConnectionOpenOk())
         self._state = _State.RUNNING
         self._log.info("connection open", user=getattr(self.user, "name", None), vhost=name)
@@ -694,6 +717,7 @@ class Connection:
                     self.vhost.connection_closed(self)
                 except Exception as exc:
                     self._log.error("vhost.connection_closed() raised", exc_info=exc)
+                self.broker.close_connection(self)
         finally:
             self._releasing = False
 

@@ -160,7 +160,9 @@ def basic_consume(ch: Channel, cmd: Command) -> None:
     if m.queue == reply_to.PSEUDO_QUEUE:
         reply_to.consume(ch, tag or generate_consumer_tag(), m.no_ack, m.no_wait)
         return
-    queue = ch.vhost.get_queue(ch.expand_queue_name(m.queue), ch.conn)
+    name = ch.expand_queue_name(m.queue)
+    ch.access.read("queue", name)  # after the tag check, before the lookup (rabbit_channel)
+    queue = ch.vhost.get_queue(name, ch.conn)
     consumer = ChannelConsumer(
         ch,
         queue,

@@ -15,6 +15,12 @@ Rules of this module (reference 1.2, 2.8, 2.9; RabbitMQ ``rabbit_channel``
   methods, as RabbitMQ does (not from purge, consume, get or publish).
 - declare-ok reports the ready message count and all consumers (RabbitMQ's reading).
 - queue.unbind has no no-wait bit: it is always answered.
+- Permissions (``rabbit_channel`` check_*_permitted, order checked on the oracle): declare
+  checks configure inside the vhost (after the name checks, before the lookup; a new queue
+  with a DLX also needs read on itself and write on the DLX, a new exchange with an AE read
+  on itself and write on the AE); delete needs configure; (un)bind needs write on the
+  destination, then read on the source (and the topic read permission on the routing key);
+  purge needs read. Passive declares need nothing.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from amqpd.protocol.methods import (
 from amqpd.session import reply_to
 
 if TYPE_CHECKING:
+    from amqpd.broker.permissions import Kind
     from amqpd.protocol.assembler import Command
     from amqpd.session.channel import Channel
 
@@ -57,6 +64,7 @@ def exchange_declare(ch: Channel, cmd: Command) -> None:
         auto_delete=m.auto_delete,
         internal=m.internal,
         arguments=m.arguments,
+        access=ch.access,
     )
     if not m.no_wait:
         ch.send_method(ExchangeDeclareOk())
@@ -64,25 +72,29 @@ def exchange_declare(ch: Channel, cmd: Command) -> None:
 
 def exchange_delete(ch: Channel, cmd: Command) -> None:
     m = cast(M.ExchangeDelete, cmd.method)
-    ch.vhost.delete_exchange(strip_cr_lf(m.exchange), if_unused=m.if_unused)
+    name = strip_cr_lf(m.exchange)
+    if name and not name.startswith("amq."):
+        # The default and amq.* exchanges are refused (by the vhost) before configure.
+        ch.access.configure("exchange", name)
+    ch.vhost.delete_exchange(name, if_unused=m.if_unused)
     if not m.no_wait:
         ch.send_method(ExchangeDeleteOk())
 
 
 def exchange_bind(ch: Channel, cmd: Command) -> None:
     m = cast(M.ExchangeBind, cmd.method)
-    ch.vhost.bind_exchange(
-        strip_cr_lf(m.destination), strip_cr_lf(m.source), m.routing_key, m.arguments
-    )
+    destination, source = strip_cr_lf(m.destination), strip_cr_lf(m.source)
+    _check_binding(ch, "exchange", destination, source, m.routing_key)
+    ch.vhost.bind_exchange(destination, source, m.routing_key, m.arguments)
     if not m.no_wait:
         ch.send_method(ExchangeBindOk())
 
 
 def exchange_unbind(ch: Channel, cmd: Command) -> None:
     m = cast(M.ExchangeUnbind, cmd.method)
-    ch.vhost.unbind_exchange(
-        strip_cr_lf(m.destination), strip_cr_lf(m.source), m.routing_key, m.arguments
-    )
+    destination, source = strip_cr_lf(m.destination), strip_cr_lf(m.source)
+    _check_binding(ch, "exchange", destination, source, m.routing_key)
+    ch.vhost.unbind_exchange(destination, source, m.routing_key, m.arguments)
     if not m.no_wait:
         ch.send_method(ExchangeUnbindOk())
 
@@ -108,6 +120,7 @@ def queue_declare(ch: Channel, cmd: Command) -> None:
         arguments=m.arguments,
         owner=ch.conn,
         now=ch.now,
+        access=ch.access,
     )
     ch.last_queue = queue.name
     if not m.no_wait:
@@ -126,10 +139,24 @@ def _binding_names(ch: Channel, queue: str, routing_key: str) -> tuple[str, str]
     return strip_cr_lf(ch.expand_queue_name(queue)), routing_key
 
 
+def _check_binding(ch: Channel, kind: Kind, destination: str, source: str, key: str) -> None:
+    """rabbit_channel:binding_action/10's permission checks, in its order."""
+    access = ch.access
+    access.write(kind, destination)
+    if source == "" or (kind == "exchange" and destination == ""):
+        return  # the vhost refuses the default exchange before the read check would run
+    access.read("exchange", source)
+    exchange = ch.vhost.exchanges.get(source)
+    if exchange is not None:
+        access.check_topic("read", source, exchange.type, key)
+
+
 def queue_bind(ch: Channel, cmd: Command) -> None:
     m = cast(M.QueueBind, cmd.method)
     queue, routing_key = _binding_names(ch, m.queue, m.routing_key)
-    ch.vhost.bind_queue(queue, strip_cr_lf(m.exchange), routing_key, m.arguments, ch.conn)
+    exchange = strip_cr_lf(m.exchange)
+    _check_binding(ch, "queue", queue, exchange, routing_key)
+    ch.vhost.bind_queue(queue, exchange, routing_key, m.arguments, ch.conn)
     if not m.no_wait:
         ch.send_method(QueueBindOk())
 
@@ -137,13 +164,17 @@ def queue_bind(ch: Channel, cmd: Command) -> None:
 def queue_unbind(ch: Channel, cmd: Command) -> None:
     m = cast(M.QueueUnbind, cmd.method)
     queue, routing_key = _binding_names(ch, m.queue, m.routing_key)
-    ch.vhost.unbind_queue(queue, strip_cr_lf(m.exchange), routing_key, m.arguments, ch.conn)
+    exchange = strip_cr_lf(m.exchange)
+    _check_binding(ch, "queue", queue, exchange, routing_key)
+    ch.vhost.unbind_queue(queue, exchange, routing_key, m.arguments, ch.conn)
     ch.send_method(QueueUnbindOk())
 
 
 def queue_purge(ch: Channel, cmd: Command) -> None:
     m = cast(M.QueuePurge, cmd.method)
-    count = ch.vhost.purge_queue(ch.expand_queue_name(m.queue), ch.conn)
+    name = ch.expand_queue_name(m.queue)
+    ch.access.read("queue", name)
+    count = ch.vhost.purge_queue(name, ch.conn)
     if not m.no_wait:
         ch.send_method(QueuePurgeOk(message_count=count))
 
@@ -152,10 +183,12 @@ def queue_delete(ch: Channel, cmd: Command) -> None:
     m = cast(M.QueueDelete, cmd.method)
     # RabbitMQ answers delete-ok before this channel's own consumers of the queue hear the
     # server-side basic.cancel (oracle); hold those back until the reply is out.
+    name = strip_cr_lf(ch.expand_queue_name(m.queue))
+    ch.access.configure("queue", name)  # before the lookup: a missing queue is refused too
     ch.deferred_cancels = []
     try:
         count = ch.vhost.delete_queue(
-            strip_cr_lf(ch.expand_queue_name(m.queue)),
+            name,
             if_unused=m.if_unused,
             if_empty=m.if_empty,
             owner=ch.conn,

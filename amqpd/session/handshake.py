@@ -33,8 +33,9 @@ ACCEPTED_HEADERS: dict[bytes, tuple[int, int]] = {
     b"AMQP\x01\x01\x09\x01": (8, 0),
 }
 
-#: SASL mechanisms this broker implements (rabbit_registry auth_mechanism entries).
-KNOWN_MECHANISMS = frozenset({"PLAIN", "AMQPLAIN"})
+#: SASL mechanisms this broker implements (rabbit_registry auth_mechanism entries; EXTERNAL
+#: is rabbitmq_auth_mechanism_ssl: the user named by the client certificate).
+KNOWN_MECHANISMS = frozenset({"PLAIN", "AMQPLAIN", "EXTERNAL"})
 
 #: rabbit_reader ?CHANNEL_MIN: a tune-ok channel_max below this is refused.
 CHANNEL_MIN = 1
@@ -53,11 +54,22 @@ class Credentials:
     password: str | None
 
 
-def check_mechanism(mechanism: str, config: ConnectionConfig) -> None:
+def offered_mechanisms(config: ConnectionConfig, has_peer_certificate: bool) -> tuple[str, ...]:
+    """What connection.start offers this connection (rabbit_reader:auth_mechanisms/1).
+
+    A mechanism is offered only where it can work: EXTERNAL needs a verified client
+    certificate (rabbit_auth_mechanism_ssl:should_offer/1).
+    """
+    return tuple(m for m in config.auth_mechanisms if m != "EXTERNAL" or has_peer_certificate)
+
+
+def check_mechanism(
+    mechanism: str, config: ConnectionConfig, offered: tuple[str, ...] | None = None
+) -> None:
     """503 for a mechanism we do not know or do not offer (auth_mechanism_to_module/2)."""
     if mechanism not in KNOWN_MECHANISMS:
         raise CommandInvalid(f"unknown authentication mechanism '{mechanism}'")
-    if mechanism not in config.auth_mechanisms:
+    if mechanism not in (offered if offered is not None else config.auth_mechanisms):
         raise CommandInvalid(f"invalid authentication mechanism '{mechanism}'")
 
 

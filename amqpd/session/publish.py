@@ -3,7 +3,8 @@
 Rules of this module (reference 1.3, 2.6, 2.8; RabbitMQ 3.13 ``rabbit_channel`` publish,
 confirm and tx clauses, ``deliver_to_queues/3``, ``process_routing_mandatory/5``):
 - basic.publish checks, in RabbitMQ's order: immediate=true → 540 "immediate=true"
-  (connection); body size (406); the exchange (404 missing, 403 internal: ``vhost.route``);
+  (connection); body size (406); write permission on the exchange (403); the exchange
+  (404 missing, 403 internal: ``vhost.route``); the topic write permission (403);
   the fast reply-to rewrite (406); user_id (406); expiration (406). The property checks only
   decode the properties when their flag bits say one of them is present.
 - Routed: enqueued into each queue; unroutable with mandatory → basic.return 312
@@ -61,11 +62,18 @@ def basic_publish(ch: Channel, cmd: Command) -> None:
         check_size(len(body), max_size)
     message = Message(m.exchange, m.routing_key, props_raw, body)
     vhost = ch.vhost
-    if len(props_raw) >= 2 and ((props_raw[0] << 8) | props_raw[1]) & _CHECKED_FLAGS:
-        # rabbit_channel: the exchange (404 / 403), then the property checks (406), then
-        # the route. Without such properties route_message does the exchange checks itself.
-        vhost.publish_exchange(m.exchange)
-        message = _check_properties(ch, message)
+    access = ch.access
+    access.write("exchange", m.exchange)  # before the lookup: a missing exchange is refused too
+    check_props = len(props_raw) >= 2 and ((props_raw[0] << 8) | props_raw[1]) & _CHECKED_FLAGS
+    if check_props or access.topic_restricted:
+        # rabbit_channel: the exchange (404 / 403), the topic permission, the property
+        # checks (406), then the route. Without any of these route_message does the
+        # exchange checks itself.
+        exchange = vhost.publish_exchange(m.exchange)
+        if access.topic_restricted:
+            access.check_topic("write", m.exchange, exchange.type, m.routing_key)
+        if check_props:
+            message = _check_properties(ch, message)
     # The message comes back without its BCC header, if any.
     queues, message = vhost.route_message(m.exchange, message, ch.now)
     if m.exchange == "" and m.routing_key.startswith(reply_to.PREFIX):

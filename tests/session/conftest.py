@@ -14,6 +14,7 @@ import pika.frame
 import pika.spec
 import pytest
 
+from amqpd.errors import NotAllowed
 from amqpd.protocol import methods as M
 from amqpd.protocol.assembler import Command
 from amqpd.session.config import ConnectionConfig
@@ -44,6 +45,8 @@ class FakeBroker:
 
     def __init__(self) -> None:
         self.vhosts: dict[str, FakeVhost] = {"/": FakeVhost("/"), "other": FakeVhost("other")}
+        self.open_owners: list[object] = []
+        self.closed_connections: list[object] = []
         self.users = {
             "guest": ("guest", FakeUser("guest", ("administrator",), loopback_only=True)),
             "bob": ("secret", FakeUser("bob")),
@@ -54,6 +57,16 @@ class FakeBroker:
         if entry is None or entry[0] != password:
             return None
         return entry[1]
+
+    def open_connection(self, owner: object, user: FakeUser, vhost: str) -> tuple[FakeVhost, None]:
+        found = self.vhosts.get(vhost)
+        if found is None:
+            raise NotAllowed(f"vhost {vhost} not found")
+        self.open_owners.append(owner)
+        return found, None
+
+    def close_connection(self, owner: object) -> None:
+        self.closed_connections.append(owner)
 
 
 class FakeChannel:

@@ -12,6 +12,7 @@ from typing import Any
 import attrs
 
 from amqpd.broker.broker import Broker
+from amqpd.broker.permissions import Access
 from amqpd.errors import AMQPError
 from amqpd.protocol.assembler import Command, CommandAssembler
 from amqpd.protocol.frames import FrameReader, encode_method_frame
@@ -41,6 +42,8 @@ class FakeConnection:
     ) -> None:
         self.broker = broker if broker is not None else Broker()
         self.vhost = self.broker.vhosts["/"]
+        # Channel tests are not about permissions: guest's full access to "/".
+        self.access = Access(self.broker.permissions, "guest", "/")
         self.user = FakeUser(user)
         self.frame_max = frame_max
         self.config = FakeConfig()

@@ -296,3 +296,24 @@ def test_next_deadline_is_always_after_tick(heartbeat: int, steps: list[tuple[fl
         if c.conn.closed:
             assert c.conn.next_deadline() is None
             break
+
+
+# ------------------------------------------------------------------ close_forced (reload)
+
+
+def test_close_forced_tells_the_client_why(running: Client) -> None:
+    ch = running.open_channel(1)
+    assert running.broker.closed_connections == []
+    running.conn.close_forced("user 'alice' is deleted", 5.0)
+    assert close_of(running.read()) == (320, "CONNECTION_FORCED - user 'alice' is deleted", 0, 0)
+    assert ch.closed == 1
+    assert running.broker.closed_connections == [running.conn]  # its vhost slot is free
+    assert running.send(0, S.Connection.CloseOk()) == []
+    assert running.conn.closed
+
+
+def test_close_forced_during_the_handshake_just_closes(client: Client) -> None:
+    client.feed(HEADER_091)
+    client.conn.close_forced("user 'alice' is deleted", 1.0)
+    assert client.read() == []
+    assert client.conn.closed
