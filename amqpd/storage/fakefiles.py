@@ -42,6 +42,7 @@ class _FakeAppendFile:
     def sync(self) -> None:
         assert not self._closed, "sync of a closed file"
         self._files._fail_if_due("fsync")
+        self._files.fsyncs += 1
         self._inode.synced = bytes(self._inode.data)
 
     def close(self) -> None:
@@ -52,6 +53,7 @@ class FakeFiles:
     def __init__(self, fail_at: int | None = None) -> None:
         self.fail_at = fail_at
         self.ops = 0
+        self.fsyncs = 0
         self._dir: dict[str, _Inode] = {}
         self._durable_dir: dict[str, _Inode] = {}
 

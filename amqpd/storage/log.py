@@ -197,8 +197,10 @@ class SegmentLog:
         assert batch is self._in_flight and batch.written
         self._in_flight = None
         self.committed_token = batch.token
-        # Segments rolled past are complete on disk: close their files.
-        for number in [n for n in self._handles if n != self.head]:
+        # Segments rolled past are complete on disk once no buffered record (appended while
+        # this batch was being written) still goes to them: close their files.
+        pending = {n for n, _ in self._chunks}
+        for number in [n for n in self._handles if n != self.head and n not in pending]:
             self._handles.pop(number).close()
         for segment in batch.releases:
             self._segments[segment].live -= 1
