@@ -49,10 +49,9 @@ def state(ops: list[Op]) -> State:
         elif kind == "deliver":
             if op[1] in queues and op[2] in queues[op[1]]:
                 delivered[op[1]].add(op[2])
-        elif kind == "remove":
-            if op[1] in queues and op[2] in queues[op[1]]:
-                queues[op[1]].remove(op[2])
-                delivered[op[1]].discard(op[2])
+        elif kind == "remove" and op[1] in queues and op[2] in queues[op[1]]:
+            queues[op[1]].remove(op[2])
+            delivered[op[1]].discard(op[2])
     return {q: (ids, frozenset(delivered[q])) for q, ids in queues.items()}
 
 

@@ -27,9 +27,8 @@ IN_FLIGHT = 4  # ops appended while a split commit's batch is being written
 
 def _script() -> list[Op | str]:
     steps: list[Op | str] = [("declare", "a"), ("declare", "b"), "commit"]
-    msg = 0
     for i in range(40):
-        msg += 1
+        msg = i + 1
         steps.append(("publish", msg, ("a", "b") if i % 3 == 0 else ("a",)))
         if i % 2:
             steps.append(("deliver", "a", msg - 1))

@@ -189,3 +189,29 @@ def test_a_failed_fsync_breaks_the_log() -> None:
         _publish(log, ["q"])
     files.crash()
     assert DiskDurableLog.open(files).catalog.queues == {}
+
+
+def test_deaths_the_disk_has_not_seen_never_delete_a_segment() -> None:
+    """Records killed by acks still in the buffer keep their segment until those acks
+    are committed: otherwise a crash would keep the acks' effect but lose what came
+    between them (a state no prefix of the log describes)."""
+    files = FakeFiles()
+    log = DiskDurableLog.open(files, segment_size=200)
+    log.queue_declared("/", "q", auto_delete=False, arguments={})
+    log.commit()
+    ids = [_publish(log, ["q"]) for _ in range(6)]
+    log.commit()
+    old = [i for i in ids if log.catalog.messages[i].segment != log.log.head]
+    assert len(old) >= 2
+    _publish(log, ["q"])
+    batch = log.prepare_commit()
+    assert batch is not None
+    log.messages_removed("/", "q", old[:1])
+    newer = _publish(log, ["q"])
+    log.messages_removed("/", "q", old[1:])
+    batch.write()
+    log.complete_commit(batch)
+    files.crash()  # the removals and the newer publish were never committed
+    got = _queue_ids(DiskDurableLog.open(files, segment_size=200), "q")
+    assert newer not in got
+    assert set(old) <= set(got)
