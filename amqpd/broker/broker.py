@@ -2,6 +2,7 @@
 
 Rules of this module:
 - The Broker owns the vhost table and the user table; nothing else holds them.
+- ``attach_durable_log`` hands the durable log to every vhost, present and future.
 - Passwords are kept as salted SHA-256 hashes (RabbitMQ's rabbit_password_hashing_sha256
   scheme: 4-byte salt + sha256(salt + password)) and compared in constant time.
 """
@@ -15,6 +16,7 @@ import secrets
 import attrs
 
 from amqpd.broker.vhost import VirtualHost
+from amqpd.storage.durable import NULL_LOG, DurableLog
 
 
 @attrs.frozen(slots=True)
@@ -39,6 +41,7 @@ def _hash(salt: bytes, password: str) -> bytes:
 class Broker:
     def __init__(self, *, default_user: bool = True) -> None:
         self.vhosts: dict[str, VirtualHost] = {"/": VirtualHost("/")}
+        self.durable: DurableLog = NULL_LOG
         self._users: dict[str, _Credentials] = {}
         if default_user:
             # RabbitMQ's default user: guest/guest, administrator, loopback only.
@@ -48,7 +51,16 @@ class Broker:
         vhost = self.vhosts.get(name)
         if vhost is None:
             vhost = self.vhosts[name] = VirtualHost(name)
+            vhost.durable = self.durable
         return vhost
+
+    def attach_durable_log(self, log: DurableLog) -> None:
+        """From now on durable changes in every vhost go to ``log``."""
+        self.durable = log
+        for vhost in self.vhosts.values():
+            vhost.durable = log
+            for queue in vhost.queues.values():
+                vhost.attach_journal(queue)
 
     def add_user(
         self,

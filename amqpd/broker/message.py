@@ -5,6 +5,8 @@ Rules of this module:
   new one). The one exception is the decoded-properties cache, filled on first use.
 - Properties stay as the raw bytes of the content header (protocol/properties.py encoding);
   most messages are routed and delivered without ever decoding them.
+- ``store_id`` is the message's id in the durable log (0: not stored), set once, before the
+  message is enqueued anywhere (broker/durability.py).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ if TYPE_CHECKING:
 
 
 class Message:
-    __slots__ = ("_properties", "body", "exchange", "properties_raw", "routing_key")
+    __slots__ = ("_properties", "body", "exchange", "properties_raw", "routing_key", "store_id")
 
     def __init__(
         self,
@@ -31,6 +33,7 @@ class Message:
         self.properties_raw = properties_raw
         self.body = body
         self._properties = properties
+        self.store_id = 0
 
     @property
     def properties(self) -> BasicProperties:

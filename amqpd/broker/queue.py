@@ -16,6 +16,10 @@ Rules of this module:
   will_overflow/2 does), and ``enqueue`` returns False so the session can nack it.
 - Never calls into the vhost except through ``on_unused``, the auto-delete hook, and
   ``on_dead_letter``, the dead-letter hook (unset until dead-lettering lands).
+- ``journal`` (a ``QueueJournal``, set on durable queues when the broker has a data
+  directory) is told about the first delivery of each message and about every message that
+  leaves the queue for good (ack, discard, drop-head, purge). Any new path that removes a
+  message for good (expiry, ...) must call ``self._removed``.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from typing import Any, Protocol
 import attrs
 
 from amqpd.broker.arguments import is_int
+from amqpd.broker.durability import QueueJournal
 from amqpd.broker.message import Message
 from amqpd.broker.ready import PriorityReady, ReadyFifo, ReadyStore
 from amqpd.errors import AccessRefused
@@ -111,6 +116,8 @@ class Queue:
         # Called with (queue, message, reason) for a message dropped by max-length
         # ("maxlen") or rejected without requeue ("rejected"); the DLX issue sets it.
         self.on_dead_letter: DeadLetterHook | None = None
+        # The durable log's view of this queue (durable queues with a data directory only).
+        self.journal: QueueJournal | None = None
 
         self._next_seq = 1
         max_priority = _int_arg(self.arguments.get("x-max-priority"))
@@ -179,11 +186,12 @@ class Queue:
         )
 
     # -- messages ----------------------------------------------------------------------------
-    def enqueue(self, message: Message) -> bool:
+    def enqueue(self, message: Message, *, redelivered: bool = False) -> bool:
         """Add a message; delivered at once if a consumer is ready.
 
         False when the queue refused it (overflow reject-publish / reject-publish-dlx): the
-        publisher gets a basic.nack if it uses confirms.
+        publisher gets a basic.nack if it uses confirms. ``redelivered`` is for messages
+        recovered from disk that had been delivered before.
         """
         if self.deleted:
             # A publish routed before the queue went (e.g. held in a tx until commit) is
@@ -195,7 +203,7 @@ class Queue:
         seq = self._next_seq
         self._next_seq = seq + 1
         self._published += 1
-        self._ready.append(QueuedMessage(message, seq, False))
+        self._ready.append(QueuedMessage(message, seq, redelivered))
         self._ready_bytes += len(message.body)
         if self._consumers:
             self.dispatch()
@@ -223,6 +231,7 @@ class Queue:
             if entry is None:
                 return
             self._dropped += 1
+            self._removed(entry)
             if self.on_dead_letter is not None:
                 self.on_dead_letter(self, entry.message, "maxlen")
 
@@ -240,16 +249,27 @@ class Queue:
             return None
         self._unacked[entry.seq] = entry
         self._delivered += 1
+        if self.journal is not None and not entry.redelivered:
+            self.journal.delivered(entry)
         return entry
+
+    def _removed(self, entry: QueuedMessage) -> None:
+        """``entry`` left this queue for good: tell the durable log, if it holds it."""
+        if self.journal is not None and entry.message.store_id:
+            self.journal.removed((entry,))
 
     def ack(self, entry: QueuedMessage) -> None:
         """Settle an unacked entry (basic.ack, or no-ack delivery)."""
         if self._unacked.pop(entry.seq, None) is not None:
             self._acked += 1
+            self._removed(entry)
 
     def discard(self, entry: QueuedMessage) -> None:
         """Reject without requeue: dead-lettered with reason ``rejected`` (if a hook is set)."""
-        if self._unacked.pop(entry.seq, None) is not None and self.on_dead_letter is not None:
+        if self._unacked.pop(entry.seq, None) is None:
+            return
+        self._removed(entry)
+        if self.on_dead_letter is not None:
             self.on_dead_letter(self, entry.message, "rejected")
 
     def requeue(self, entries: Iterable[QueuedMessage]) -> None:
@@ -268,6 +288,12 @@ class Queue:
     def purge(self) -> int:
         """Drop every ready message (unacked ones stay, as in RabbitMQ); returns the count."""
         count = self.message_count
+        journal = self.journal
+        if journal is not None:
+            entries = []
+            while (entry := self._ready.take()) is not None:
+                entries.append(entry)
+            journal.removed(entries)
         self._ready.clear()
         self._ready_bytes = 0
         return count
@@ -317,6 +343,8 @@ class Queue:
             assert entry is not None
             self._unacked[entry.seq] = entry
             self._delivered += 1
+            if self.journal is not None and not entry.redelivered:
+                self.journal.delivered(entry)
             consumer.deliver(self, entry)
 
     def delete(self) -> int:

@@ -10,6 +10,11 @@ Rules of this module:
 - Names arrive as the client sent them; declare, delete and (un)bind strip CR and LF
   first, as RabbitMQ's ``strip_cr_lf/1`` does; publish, consume, get and purge do not.
 - ``owner`` is the opaque connection identity used for exclusive queues (405).
+- Durable changes go to ``self.durable`` (a ``DurableLog``; the no-op one unless the broker
+  has a data directory) where they happen: creation of a durable exchange or queue,
+  ``_delete_exchange`` / ``_delete_queue`` (every path, auto-delete included; the log
+  drops the bindings and messages that go with them), and ``_bind`` / ``_unbind`` when a
+  binding between two durable ends really appears or disappears.
 """
 
 from __future__ import annotations
@@ -32,11 +37,13 @@ from amqpd.broker.arguments import (
     type_name,
     validate_queue_args,
 )
+from amqpd.broker.durability import QueueJournal
 from amqpd.broker.exchange import Exchange
 from amqpd.broker.exchanges import EXCHANGE_TYPES
 from amqpd.broker.message import Message
 from amqpd.broker.queue import Queue
 from amqpd.errors import AccessRefused, NotFound, PreconditionFailed, ResourceLocked
+from amqpd.storage.durable import NULL_LOG, DurableLog
 
 Owner = Hashable
 
@@ -114,6 +121,7 @@ class VirtualHost:
         # destination (Queue or Exchange) -> source exchanges with bindings to it.
         self._sources: dict[Queue | Exchange, set[Exchange]] = {}
         self._exclusive: dict[Owner, set[str]] = {}
+        self.durable: DurableLog = NULL_LOG
         for xname, xtype in PREDECLARED_EXCHANGES:
             self.exchanges[xname] = Exchange(xname, xtype, vhost=name, durable=True)
         # amq.rabbitmq.trace is internal: the firehose publishes to it, clients may not.
@@ -198,6 +206,15 @@ class VirtualHost:
                 arguments=args,
             )
             self.exchanges[name] = exchange
+            if durable:
+                self.durable.exchange_declared(
+                    self.name,
+                    name,
+                    type,
+                    auto_delete=auto_delete,
+                    internal=internal,
+                    arguments=args,
+                )
             return exchange
         # rabbit_exchange:assert_equivalence/6: type, durable, auto_delete, internal, args.
         resource = exchange.resource()
@@ -230,6 +247,8 @@ class VirtualHost:
             return
         exchange.deleted = True
         del self.exchanges[exchange.name]
+        if exchange.durable:
+            self.durable.exchange_deleted(self.name, exchange.name)
         for dest in exchange.impl.destinations():
             self._forget_source(dest, exchange)  # type: ignore[arg-type]
         exchange.impl.remove_all()
@@ -268,6 +287,15 @@ class VirtualHost:
     ) -> None:
         if source.impl.bind(dest, routing_key, arguments):
             self._sources.setdefault(dest, set()).add(source)
+            if source.durable and dest.durable:
+                self.durable.binding_added(
+                    self.name,
+                    source.name,
+                    dest.name,
+                    routing_key,
+                    arguments,
+                    to_exchange=isinstance(dest, Exchange),
+                )
 
     def _unbind(
         self,
@@ -277,6 +305,15 @@ class VirtualHost:
         arguments: FieldTable,
     ) -> None:
         if source.impl.unbind(dest, routing_key, arguments):
+            if source.durable and dest.durable:
+                self.durable.binding_removed(
+                    self.name,
+                    source.name,
+                    dest.name,
+                    routing_key,
+                    arguments,
+                    to_exchange=isinstance(dest, Exchange),
+                )
             if not source.impl.bindings_to(dest):
                 self._forget_source(dest, source)
             self._maybe_auto_delete(source)
@@ -416,6 +453,9 @@ class VirtualHost:
         )
         queue.on_unused = self._queue_unused
         self.queues[name] = queue
+        if durable:
+            self.durable.queue_declared(self.name, name, auto_delete=auto_delete, arguments=args)
+            self.attach_journal(queue)
         if declared_owner is not None:
             self._exclusive.setdefault(declared_owner, set()).add(name)
         return queue
@@ -448,8 +488,16 @@ class VirtualHost:
         if not queue.deleted and self.queues.get(queue.name) is queue:
             self._delete_queue(queue)
 
+    def attach_journal(self, queue: Queue) -> None:
+        """Give a durable queue its journal (when this vhost has a durable log)."""
+        if self.durable.enabled and queue.durable:
+            queue.journal = QueueJournal(self.durable, self.name, queue.name)
+
     def _delete_queue(self, queue: Queue) -> int:
         del self.queues[queue.name]
+        if queue.durable:
+            self.durable.queue_deleted(self.name, queue.name)
+            queue.journal = None  # the log dropped its messages with the queue
         owner = queue.exclusive_owner
         if owner is not None:
             names = self._exclusive.get(owner)

@@ -20,7 +20,7 @@ Rules of this module (docs/storage.md "Replay and liveness"):
 
 from __future__ import annotations
 
-from typing import Protocol, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 from amqpd.storage.entries import (
     BindingAdded,
@@ -50,17 +50,20 @@ class Liveness(Protocol):
     def depend(self, segment: int, targets: set[int]) -> None: ...
 
 
-class Declared:
+_E = TypeVar("_E", ExchangeDeclared, QueueDeclared, BindingAdded)
+
+
+class Declared(Generic[_E]):
     """An exchange, queue or binding and the segments of the records that declared it."""
 
     __slots__ = ("entry", "segments")
 
-    def __init__(self, entry: ExchangeDeclared | QueueDeclared | BindingAdded) -> None:
-        self.entry = entry
+    def __init__(self, entry: _E) -> None:
+        self.entry: _E = entry
         self.segments: list[int] = []
 
 
-class DurableQueue(Declared):
+class DurableQueue(Declared[QueueDeclared]):
     __slots__ = ("messages",)
 
     def __init__(self, entry: QueueDeclared) -> None:
@@ -79,16 +82,16 @@ class StoredMessage:
         self.delivered: set[str] = set()  # queues that handed it out (replay only)
 
 
-_D = TypeVar("_D", bound=Declared)
+_D = TypeVar("_D", Declared[ExchangeDeclared], DurableQueue, Declared[BindingAdded])
 
 
 class Catalog:
     def __init__(self, liveness: Liveness, *, keep_content: bool = False) -> None:
         self._live = liveness
         self.keep_content = keep_content
-        self.exchanges: dict[tuple[str, str], Declared] = {}
+        self.exchanges: dict[tuple[str, str], Declared[ExchangeDeclared]] = {}
         self.queues: dict[tuple[str, str], DurableQueue] = {}
-        self.bindings: dict[BindingKey, Declared] = {}
+        self.bindings: dict[BindingKey, Declared[BindingAdded]] = {}
         self.messages: dict[int, StoredMessage] = {}
         self.max_message_id = 0
         self.clean_shutdown = False
@@ -144,7 +147,7 @@ class Catalog:
         item.segments.append(segment)
         self._live.pin(segment)
 
-    def _end(self, item: Declared | None, targets: set[int]) -> None:
+    def _end(self, item: _D | None, targets: set[int]) -> None:
         if item is None:
             return
         for seg in item.segments:

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from amqpd.storage.catalog import Catalog
+from amqpd.storage.durable import CommitCallback, run_callbacks
 from amqpd.storage.entries import (
     BindingAdded,
     BindingRemoved,
@@ -59,7 +60,7 @@ class DiskDurableLog:
         self.report = report
         self.on_sync_needed: Callback | None = None
         self._next_id = catalog.max_message_id + 1
-        self._waiters: deque[tuple[int, Callback]] = deque()
+        self._waiters: deque[tuple[int, CommitCallback]] = deque()
 
     @classmethod
     def open(cls, files: FileLayer, *, segment_size: int = DEFAULT_SEGMENT_SIZE) -> DiskDurableLog:
@@ -172,10 +173,10 @@ class DiskDurableLog:
         if ids:
             self._append(MessagesRemoved(vhost, queue, ids))
 
-    def after_commit(self, callback: Callback) -> None:
+    def after_commit(self, callback: CommitCallback) -> None:
         token = self.log.last_token
         if token <= self.log.committed_token:
-            callback()
+            run_callbacks((callback,))
         else:
             self._waiters.append((token, callback))
 
@@ -187,15 +188,15 @@ class DiskDurableLog:
     def prepare_commit(self) -> Batch | None:
         return self.log.prepare_commit()
 
-    def complete_commit(self, batch: Batch) -> list[Callback]:
+    def complete_commit(self, batch: Batch) -> list[CommitCallback]:
         committed = self.log.complete_commit(batch)
-        due: list[Callback] = []
+        due: list[CommitCallback] = []
         waiters = self._waiters
         while waiters and waiters[0][0] <= committed:
             due.append(waiters.popleft()[1])
         return due
 
-    def commit(self) -> list[Callback]:
+    def commit(self) -> list[CommitCallback]:
         """All three steps on this thread (tests, shutdown)."""
         batch = self.prepare_commit()
         if batch is None:
@@ -203,9 +204,9 @@ class DiskDurableLog:
         batch.write()
         return self.complete_commit(batch)
 
-    def close(self, *, clean: bool = True) -> list[Callback]:
+    def close(self, *, clean: bool = True) -> list[CommitCallback]:
         """Commit what is buffered and, if ``clean``, mark the log as cleanly stopped."""
-        due: list[Callback] = []
+        due: list[CommitCallback] = []
         if not self.log.broken:
             if clean:
                 self._append(CleanShutdown())

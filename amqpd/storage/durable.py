@@ -9,7 +9,9 @@ Rules of this module (docs/internals.md "storage/"):
   the message's id), and, for such a message, its first delivery from a queue and its final
   removal from a queue (ack, reject, purge, drop, expiry, dead-lettering).
 - ``after_commit(callback)``: the callback runs (on the caller's thread) once every record
-  logged before the call is on disk. Publisher confirms and tx.commit-ok wait on it.
+  logged before the call is on disk. Publisher confirms and tx.commit-ok wait on it. A
+  callback may return a follow-up (a channel's ``flush``); the follow-ups of one batch run
+  once each, after all its callbacks, so a thousand confirms become one basic.ack.
 - ``NullDurableLog`` (the in-memory default: no data directory, unit tests) records nothing
   and runs ``after_commit`` callbacks at once; ``enabled`` is False so the broker can skip
   the work of building records at all.
@@ -19,6 +21,20 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
+
+FollowUp = Callable[[], None]
+CommitCallback = Callable[[], FollowUp | None]
+
+
+def run_callbacks(callbacks: Iterable[CommitCallback]) -> None:
+    """Run commit callbacks in order, then each distinct follow-up once, in first-seen order."""
+    follow_ups: dict[FollowUp, None] = {}
+    for callback in callbacks:
+        follow_up = callback()
+        if follow_up is not None:
+            follow_ups[follow_up] = None
+    for follow_up in follow_ups:
+        follow_up()
 
 
 class DurableLog(Protocol):
@@ -79,7 +95,7 @@ class DurableLog(Protocol):
 
     def messages_removed(self, vhost: str, queue: str, ids: Iterable[int]) -> None: ...
 
-    def after_commit(self, callback: Callable[[], None]) -> None: ...
+    def after_commit(self, callback: CommitCallback) -> None: ...
 
 
 class NullDurableLog:
@@ -151,8 +167,8 @@ class NullDurableLog:
     def messages_removed(self, vhost: str, queue: str, ids: Iterable[int]) -> None:
         return None
 
-    def after_commit(self, callback: Callable[[], None]) -> None:
-        callback()
+    def after_commit(self, callback: CommitCallback) -> None:
+        run_callbacks((callback,))
 
 
 NULL_LOG = NullDurableLog()
