@@ -1,8 +1,11 @@
 """The ``amqpd`` command: parse argv, set up logging and the data directory, run the broker.
 
 Rules of this module:
-- A user mistake (bad argument, unreadable or invalid config file, unusable data directory)
-  is one ``amqpd: error: ...`` line on stderr and exit code 2, never a traceback.
+- A user mistake (bad argument, unreadable or invalid config file, unusable data directory,
+  a data directory another amqpd holds) is one ``amqpd: error: ...`` line on stderr and
+  exit code 2, never a traceback.
+- A failure writing the data directory while running stops the broker: one ``amqpd:
+  error: ...`` line and exit code 1 (the next start recovers).
 - A listen address that cannot be bound is the same kind of line with exit code 1.
 - A graceful shutdown (SIGINT/SIGTERM) exits 0.
 """
@@ -15,6 +18,7 @@ import signal
 import sys
 import tomllib
 from collections.abc import Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +28,8 @@ import trio
 from amqpd import __version__
 from amqpd.log import LOG_FORMATS, LOG_LEVELS, configure_logging
 from amqpd.server import DEFAULT_LISTEN, ListenAddress, ListenError, parse_listen, run_broker
+from amqpd.server.persister import StorageFailure
+from amqpd.storage.lock import DataDirError, DataDirLock, lock_data_dir
 
 EXIT_OK = 0
 EXIT_RUNTIME_ERROR = 1
@@ -101,6 +107,13 @@ def prepare_data_dir(path: Path) -> Path:
     return path
 
 
+def lock_data(path: Path) -> DataDirLock:
+    try:
+        return lock_data_dir(path)
+    except DataDirError as exc:
+        raise UsageError(str(exc)) from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)  # exits 2 with a usage message on bad arguments
@@ -110,6 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         data_dir = prepare_data_dir(
             args.data_dir if args.data_dir is not None else default_data_dir()
         )
+        lock = lock_data(data_dir)  # held (by the open file) until the process exits
     except UsageError as exc:
         parser.exit(EXIT_USAGE, f"{parser.prog}: error: {exc}\n")
     # Only once the arguments are known good: configuring structlog is process-global.
@@ -121,12 +135,25 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     # Imported here so that --help and argument errors stay fast and independent of the core.
     from amqpd.broker.broker import Broker
+    from amqpd.server.storage import open_storage
 
+    broker = Broker()
+    try:
+        durable = open_storage(data_dir, broker)
+    except DataDirError as exc:
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     listen: list[ListenAddress] = args.listen if args.listen else list(DEFAULT_LISTEN)
     try:
-        trio.run(run_broker, Broker(), listen)
+        trio.run(partial(run_broker, broker, listen, durable_log=durable))
     except ListenError as exc:
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        return EXIT_RUNTIME_ERROR
+    except BaseExceptionGroup as group:
+        failure = group.subgroup(StorageFailure)
+        if failure is None:
+            raise
+        print(f"{parser.prog}: error: {failure.exceptions[0]}", file=sys.stderr)
         return EXIT_RUNTIME_ERROR
     except KeyboardInterrupt:
         # Only reachable before the signal handler is installed (very early Ctrl-C).
@@ -135,4 +162,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     # interpreter exits must not turn a clean shutdown into "killed by signal".
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, signal.SIG_IGN)
+    lock.release()
     return EXIT_OK

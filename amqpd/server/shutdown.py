@@ -5,6 +5,9 @@ Rules of this module:
   ready line appears is a graceful shutdown, never a KeyboardInterrupt traceback.
 - First signal: graceful shutdown (close 320 to every client, bounded wait). Second signal:
   stop at once.
+- With a durable log, its persister runs beside the server from before the listeners open
+  until every connection is gone; then the log is closed (last batch committed, marked as
+  a clean stop), whatever way the serving ended. A storage failure stops the broker.
 """
 
 from __future__ import annotations
@@ -17,15 +20,18 @@ import structlog
 import trio
 
 from amqpd.server.listeners import ListenAddress, open_listeners
+from amqpd.server.persister import run_persister
 from amqpd.server.server import (
     ConnectionFactory,
     Server,
     ServerConfig,
     session_connection_factory,
 )
+from amqpd.storage.durable import run_callbacks
 
 if TYPE_CHECKING:
     from amqpd.broker.broker import Broker
+    from amqpd.storage.disklog import DiskDurableLog
 
 log = structlog.get_logger("amqpd.server")
 
@@ -43,12 +49,15 @@ async def run_broker(
     *,
     config: ServerConfig | None = None,
     connection_factory: ConnectionFactory | None = None,
+    durable_log: DiskDurableLog | None = None,
     task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve until a shutdown signal; returns after a graceful shutdown. Bind errors raise.
 
     ``connection_factory`` replaces the session's ``Connection`` (tests); otherwise
     ``broker`` must be given. ``task_status.started`` gets the server once it is ready.
+    ``durable_log`` (already recovered into ``broker``) gets its persister; it is closed
+    when serving ends.
     """
     config = config if config is not None else ServerConfig()
     if connection_factory is None:
@@ -58,15 +67,24 @@ async def run_broker(
     with trio.open_signal_receiver(*SHUTDOWN_SIGNALS) as signals:
         listeners = await open_listeners(list(addresses))
         server = Server(listeners, connection_factory, config=config)
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(_watch_signals, signals, server, nursery.cancel_scope)
-            async with trio.open_nursery() as serving:
-                await serving.start(server.run)
-                bound = server.addresses
-                log.info(ready_message(bound), listeners=bound, ready=True)
-                task_status.started(server)
-            # server.run returned: the graceful shutdown is complete; stop watching signals.
-            nursery.cancel_scope.cancel()
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_watch_signals, signals, server, nursery.cancel_scope)
+                if durable_log is not None:
+                    await nursery.start(run_persister, durable_log)
+                async with trio.open_nursery() as serving:
+                    await serving.start(server.run)
+                    bound = server.addresses
+                    log.info(ready_message(bound), listeners=bound, ready=True)
+                    task_status.started(server)
+                # server.run returned: the graceful shutdown is complete; stop watching
+                # signals and stop the persister (the log is closed below).
+                nursery.cancel_scope.cancel()
+        finally:
+            if durable_log is not None and not durable_log.log.broken:
+                # Every connection is gone: nothing is in doubt any more, a clean stop.
+                run_callbacks(durable_log.close(clean=True))
+                log.info("data directory closed")
         log.info("stopped")
 
 
