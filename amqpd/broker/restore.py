@@ -66,6 +66,7 @@ def recover(broker: Broker, log: DiskDurableLog) -> RestoreResult:
                 durable=True,
                 auto_delete=qentry.auto_delete,
                 arguments=dict(qentry.arguments),
+                recovered=True,
             )
             result.queues += 1
         except AMQPError as exc:

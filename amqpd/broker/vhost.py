@@ -400,7 +400,10 @@ class VirtualHost:
         auto_delete: bool = False,
         arguments: FieldTable | None = None,
         owner: Owner | None = None,
+        recovered: bool = False,
     ) -> Queue:
+        """``recovered``: recreating a queue from the durable log at start (a server-named
+        ``amq.gen-`` queue may come back under its name)."""
         if passive:
             found = self._queue_or_404(strip_cr_lf(name))
             self._check_exclusive_access(found, owner)
@@ -419,7 +422,8 @@ class VirtualHost:
                 name = server_queue_name()
         else:
             name = strip_cr_lf(name)
-            _check_name("queue", name)
+            if not recovered:
+                _check_name("queue", name)
         declared_owner = owner if exclusive else None
         queue = self.queues.get(name)
         if queue is not None:

@@ -193,3 +193,14 @@ def test_vhosts_come_back_and_new_vhosts_get_the_log() -> None:
     assert "q" in broker.vhosts["v"].queues
     assert broker.vhosts["v"].durable is log
     assert broker.add_vhost("w").durable is log
+
+
+def test_server_named_durable_queue_comes_back_under_its_name() -> None:
+    files = FakeFiles()
+    broker, log = _start(files)
+    name = broker.vhosts["/"].declare_queue("", durable=True).name
+    assert name.startswith("amq.gen-")
+    _publish(broker.vhosts["/"], "", name, b"m")
+    log.close()
+    broker, log = _start(files)
+    assert _bodies(broker.vhosts["/"], name) == [(b"m", False)]
