@@ -287,15 +287,23 @@ class VirtualHost:
     ) -> None:
         if source.impl.bind(dest, routing_key, arguments):
             self._sources.setdefault(dest, set()).add(source)
-            if source.durable and dest.durable:
-                self.durable.binding_added(
-                    self.name,
-                    source.name,
-                    dest.name,
-                    routing_key,
-                    arguments,
-                    to_exchange=isinstance(dest, Exchange),
-                )
+            self._log_binding(True, source, dest, routing_key, arguments)
+
+    def _log_binding(
+        self,
+        added: bool,
+        source: Exchange,
+        dest: Queue | Exchange,
+        routing_key: str,
+        arguments: FieldTable,
+    ) -> None:
+        # A binding is durable when both its ends are (RabbitMQ's rule).
+        if source.durable and dest.durable:
+            record = self.durable.binding_added if added else self.durable.binding_removed
+            to_exchange = isinstance(dest, Exchange)
+            record(
+                self.name, source.name, dest.name, routing_key, arguments, to_exchange=to_exchange
+            )
 
     def _unbind(
         self,
@@ -305,15 +313,7 @@ class VirtualHost:
         arguments: FieldTable,
     ) -> None:
         if source.impl.unbind(dest, routing_key, arguments):
-            if source.durable and dest.durable:
-                self.durable.binding_removed(
-                    self.name,
-                    source.name,
-                    dest.name,
-                    routing_key,
-                    arguments,
-                    to_exchange=isinstance(dest, Exchange),
-                )
+            self._log_binding(False, source, dest, routing_key, arguments)
             if not source.impl.bindings_to(dest):
                 self._forget_source(dest, source)
             self._maybe_auto_delete(source)

@@ -131,10 +131,8 @@ class Catalog:
             self._queue_deleted(entry, segment)
         elif isinstance(entry, MessagePublished):
             self._published(entry, segment)
-        elif isinstance(entry, MessagesRemoved):
-            self._removed(entry, segment)
         elif isinstance(entry, MessagesDelivered):
-            self._delivered(entry, segment)
+            self._settled(entry, segment, removed=isinstance(entry, MessagesRemoved))
 
     def _declare(self, table: dict[K, _D], key: K, new: _D, segment: int) -> None:
         item = table.get(key)
@@ -206,33 +204,24 @@ class Catalog:
         for name in held:
             self.queues[(vhost, name)].messages[entry.id] = None
 
-    def _removed(self, entry: MessagesRemoved, segment: int) -> None:
+    def _settled(self, entry: MessagesDelivered, segment: int, *, removed: bool) -> None:
+        """A delivered marker or a removal (MessagesRemoved is a MessagesDelivered)."""
         targets: set[int] = set()
         queue = self.queues.get((entry.vhost, entry.queue))
         if queue is not None:
             held = queue.messages
             for msg_id in entry.ids:
-                if msg_id in held:
+                if msg_id not in held:
+                    continue
+                if removed:
                     del held[msg_id]
                     self._drop_ref(msg_id, entry.queue, targets)
-        self._note_ids(entry.ids)
+                    continue
+                message = self.messages[msg_id]
+                targets.add(message.segment)
+                if self.keep_content:
+                    message.delivered.add(entry.queue)
+        if entry.ids:
+            # Ids named by surviving records are never handed out again (docs/storage.md).
+            self.max_message_id = max(self.max_message_id, max(entry.ids))
         self._live.depend(segment, targets)
-
-    def _delivered(self, entry: MessagesDelivered, segment: int) -> None:
-        targets: set[int] = set()
-        queue = self.queues.get((entry.vhost, entry.queue))
-        if queue is not None:
-            held = queue.messages
-            for msg_id in entry.ids:
-                if msg_id in held:
-                    message = self.messages[msg_id]
-                    targets.add(message.segment)
-                    if self.keep_content:
-                        message.delivered.add(entry.queue)
-        self._note_ids(entry.ids)
-        self._live.depend(segment, targets)
-
-    def _note_ids(self, ids: tuple[int, ...]) -> None:
-        # Ids named by surviving records are never handed out again (docs/storage.md).
-        if ids:
-            self.max_message_id = max(self.max_message_id, max(ids))

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from amqpd.storage.catalog import Catalog
-from amqpd.storage.durable import CommitCallback, run_callbacks
+from amqpd.storage.durable import CommitCallback, DurableLog, run_callbacks
 from amqpd.storage.entries import (
     BindingAdded,
     BindingRemoved,
@@ -51,7 +51,7 @@ def _decodable(record: Record) -> bool:
     return True
 
 
-class DiskDurableLog:
+class DiskDurableLog(DurableLog):
     enabled = True
 
     def __init__(self, log: SegmentLog, catalog: Catalog, report: RecoveryReport) -> None:

@@ -12,15 +12,15 @@ Rules of this module (docs/internals.md "storage/"):
   logged before the call is on disk. Publisher confirms and tx.commit-ok wait on it. A
   callback may return a follow-up (a channel's ``flush``); the follow-ups of one batch run
   once each, after all its callbacks, so a thousand confirms become one basic.ack.
-- ``NullDurableLog`` (the in-memory default: no data directory, unit tests) records nothing
-  and runs ``after_commit`` callbacks at once; ``enabled`` is False so the broker can skip
-  the work of building records at all.
+- ``DurableLog`` itself (``NULL_LOG``; the in-memory default: no data directory, unit
+  tests) records nothing and runs ``after_commit`` callbacks at once; ``enabled`` is False
+  so the broker can skip the work of building records at all.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any
 
 FollowUp = Callable[[], None]
 CommitCallback = Callable[[], FollowUp | None]
@@ -37,69 +37,12 @@ def run_callbacks(callbacks: Iterable[CommitCallback]) -> None:
         follow_up()
 
 
-class DurableLog(Protocol):
-    enabled: bool
+class DurableLog:
+    """The interface, and the implementation that records nothing (no data directory).
 
-    def exchange_declared(
-        self,
-        vhost: str,
-        name: str,
-        type: str,
-        *,
-        auto_delete: bool,
-        internal: bool,
-        arguments: Mapping[str, Any],
-    ) -> None: ...
-
-    def exchange_deleted(self, vhost: str, name: str) -> None: ...
-
-    def queue_declared(
-        self, vhost: str, name: str, *, auto_delete: bool, arguments: Mapping[str, Any]
-    ) -> None: ...
-
-    def queue_deleted(self, vhost: str, name: str) -> None: ...
-
-    def binding_added(
-        self,
-        vhost: str,
-        source: str,
-        destination: str,
-        routing_key: str,
-        arguments: Mapping[str, Any],
-        *,
-        to_exchange: bool,
-    ) -> None: ...
-
-    def binding_removed(
-        self,
-        vhost: str,
-        source: str,
-        destination: str,
-        routing_key: str,
-        arguments: Mapping[str, Any],
-        *,
-        to_exchange: bool,
-    ) -> None: ...
-
-    def message_published(
-        self,
-        vhost: str,
-        queues: Sequence[str],
-        exchange: str,
-        routing_key: str,
-        properties_raw: bytes,
-        body: bytes,
-    ) -> int: ...
-
-    def messages_delivered(self, vhost: str, queue: str, ids: Iterable[int]) -> None: ...
-
-    def messages_removed(self, vhost: str, queue: str, ids: Iterable[int]) -> None: ...
-
-    def after_commit(self, callback: CommitCallback) -> None: ...
-
-
-class NullDurableLog:
-    """Records nothing: the broker without a data directory."""
+    A base class rather than a Protocol so the no-op behaviour is written once; the disk
+    log (disklog.DiskDurableLog) overrides every method.
+    """
 
     enabled = False
 
@@ -171,4 +114,5 @@ class NullDurableLog:
         run_callbacks((callback,))
 
 
-NULL_LOG = NullDurableLog()
+NullDurableLog = DurableLog
+NULL_LOG = DurableLog()
