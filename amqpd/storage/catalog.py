@@ -20,7 +20,8 @@ Rules of this module (docs/storage.md "Replay and liveness"):
 
 from __future__ import annotations
 
-from typing import Generic, Protocol, TypeVar
+from collections.abc import Callable
+from typing import Any, Generic, Protocol, TypeVar
 
 from amqpd.storage.entries import (
     BindingAdded,
@@ -109,30 +110,35 @@ class Catalog:
     # -- the one interpretation of every record ---------------------------------------------
     def apply(self, entry: Entry, segment: int) -> None:
         self.clean_shutdown = isinstance(entry, CleanShutdown)
-        if isinstance(entry, ExchangeDeclared):
-            self._declare(self.exchanges, (entry.vhost, entry.name), Declared(entry), segment)
-        elif isinstance(entry, QueueDeclared):
-            self._declare(self.queues, (entry.vhost, entry.name), DurableQueue(entry), segment)
-        elif isinstance(entry, BindingRemoved):
-            targets: set[int] = set()
-            self._end(self.bindings.pop(entry.key(), None), targets)
-            self._live.depend(segment, targets)
-        elif isinstance(entry, BindingAdded):
-            dest_exists = (
-                self.exchange_exists(entry.vhost, entry.destination)
-                if entry.to_exchange
-                else (entry.vhost, entry.destination) in self.queues
-            )
-            if dest_exists and self.exchange_exists(entry.vhost, entry.source):
-                self._declare(self.bindings, entry.key(), Declared(entry), segment)
-        elif isinstance(entry, ExchangeDeleted):
-            self._exchange_deleted(entry, segment)
-        elif isinstance(entry, QueueDeleted):
-            self._queue_deleted(entry, segment)
-        elif isinstance(entry, MessagePublished):
-            self._published(entry, segment)
-        elif isinstance(entry, MessagesDelivered):
-            self._settled(entry, segment, removed=isinstance(entry, MessagesRemoved))
+        handler = _APPLY.get(type(entry))
+        if handler is not None:
+            handler(self, entry, segment)
+
+    def _exchange_declared(self, entry: ExchangeDeclared, segment: int) -> None:
+        self._declare(self.exchanges, (entry.vhost, entry.name), Declared(entry), segment)
+
+    def _queue_declared(self, entry: QueueDeclared, segment: int) -> None:
+        self._declare(self.queues, (entry.vhost, entry.name), DurableQueue(entry), segment)
+
+    def _binding_removed(self, entry: BindingRemoved, segment: int) -> None:
+        targets: set[int] = set()
+        self._end(self.bindings.pop(entry.key(), None), targets)
+        self._live.depend(segment, targets)
+
+    def _binding_added(self, entry: BindingAdded, segment: int) -> None:
+        dest_exists = (
+            self.exchange_exists(entry.vhost, entry.destination)
+            if entry.to_exchange
+            else (entry.vhost, entry.destination) in self.queues
+        )
+        if dest_exists and self.exchange_exists(entry.vhost, entry.source):
+            self._declare(self.bindings, entry.key(), Declared(entry), segment)
+
+    def _delivered(self, entry: MessagesDelivered, segment: int) -> None:
+        self._settled(entry, segment, removed=False)
+
+    def _removed(self, entry: MessagesRemoved, segment: int) -> None:
+        self._settled(entry, segment, removed=True)
 
     def _declare(self, table: dict[K, _D], key: K, new: _D, segment: int) -> None:
         item = table.get(key)
@@ -205,7 +211,7 @@ class Catalog:
             self.queues[(vhost, name)].messages[entry.id] = None
 
     def _settled(self, entry: MessagesDelivered, segment: int, *, removed: bool) -> None:
-        """A delivered marker or a removal (MessagesRemoved is a MessagesDelivered)."""
+        """A delivered marker, or a removal."""
         targets: set[int] = set()
         queue = self.queues.get((entry.vhost, entry.queue))
         if queue is not None:
@@ -225,3 +231,18 @@ class Catalog:
             # Ids named by surviving records are never handed out again (docs/storage.md).
             self.max_message_id = max(self.max_message_id, max(entry.ids))
         self._live.depend(segment, targets)
+
+
+# One handler per record kind (exact type: BindingRemoved and MessagesRemoved subclass the
+# kinds they undo). CleanShutdown has none: it only sets ``clean_shutdown``.
+_APPLY: dict[type, Callable[[Catalog, Any, int], None]] = {
+    ExchangeDeclared: Catalog._exchange_declared,
+    ExchangeDeleted: Catalog._exchange_deleted,
+    QueueDeclared: Catalog._queue_declared,
+    QueueDeleted: Catalog._queue_deleted,
+    BindingAdded: Catalog._binding_added,
+    BindingRemoved: Catalog._binding_removed,
+    MessagePublished: Catalog._published,
+    MessagesDelivered: Catalog._delivered,
+    MessagesRemoved: Catalog._removed,
+}

@@ -38,17 +38,13 @@ from amqpd.storage.entries import (
 from amqpd.storage.files import FileLayer
 from amqpd.storage.log import DEFAULT_SEGMENT_SIZE, Batch, SegmentLog
 from amqpd.storage.record import Record
-from amqpd.storage.recovery import RecoveryReport, recover_segments
+from amqpd.storage.recovery import RecoveryReport, recover_log
 
 Callback = Callable[[], None]
 
 
-def _decodable(record: Record) -> bool:
-    try:
-        decode_entry(record.kind, record.payload)
-    except ValueError:
-        return False
-    return True
+def _decode(record: Record) -> Entry:
+    return decode_entry(record.kind, record.payload)
 
 
 class DiskDurableLog(DurableLog):
@@ -64,7 +60,7 @@ class DiskDurableLog(DurableLog):
 
     @classmethod
     def open(cls, files: FileLayer, *, segment_size: int = DEFAULT_SEGMENT_SIZE) -> DiskDurableLog:
-        recovered = recover_segments(files, _decodable)
+        recovered = recover_log(files, _decode)
         log = SegmentLog(
             files,
             existing=recovered.segments,
@@ -73,8 +69,8 @@ class DiskDurableLog(DurableLog):
             segment_size=segment_size,
         )
         catalog = Catalog(log, keep_content=True)
-        for segment, record in recovered.records:
-            catalog.apply(decode_entry(record.kind, record.payload), segment)
+        for segment, entry in recovered.records:
+            catalog.apply(entry, segment)
         report = recovered.report
         report.clean_shutdown = catalog.clean_shutdown
         report.exchanges = len(catalog.exchanges)

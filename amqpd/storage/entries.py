@@ -68,41 +68,47 @@ class _Writer:
 
 
 class _Reader:
+    # Recovery decodes every record of the log: unpack_from at an offset, no slicing of
+    # length prefixes. A short payload surfaces as struct.error or the bound check, both
+    # turned into ValueError by decode_entry.
     __slots__ = ("data", "pos")
 
     def __init__(self, data: bytes) -> None:
         self.data = data
         self.pos = 0
 
-    def _take(self, n: int) -> bytes:
-        end = self.pos + n
+    def _span(self, n: int) -> int:
+        start = self.pos
+        end = start + n
         if end > len(self.data):
             raise ValueError("record payload too short")
-        out = self.data[self.pos : end]
         self.pos = end
-        return out
+        return start
 
     def string(self) -> str:
-        (n,) = _U16.unpack(self._take(2))
-        return self._take(n).decode("utf-8", "surrogatepass")
+        (n,) = _U16.unpack_from(self.data, self.pos)
+        start = self._span(2 + n) + 2
+        return self.data[start : start + n].decode("utf-8", "surrogatepass")
 
     def blob(self) -> bytes:
-        (n,) = _U32.unpack(self._take(4))
-        return self._take(n)
+        (n,) = _U32.unpack_from(self.data, self.pos)
+        start = self._span(4 + n) + 4
+        return self.data[start : start + n]
 
     def u8(self) -> int:
-        return int(self._take(1)[0])
+        return self.data[self._span(1)]
 
     def u64(self) -> int:
-        return int(_U64.unpack(self._take(8))[0])
+        return int(_U64.unpack_from(self.data, self._span(8))[0])
 
     def ids(self) -> tuple[int, ...]:
-        (n,) = _U32.unpack(self._take(4))
-        return tuple(struct.unpack(f"<{n}Q", self._take(8 * n)))
+        (n,) = _U32.unpack_from(self.data, self.pos)
+        start = self._span(4 + 8 * n) + 4
+        return struct.unpack_from(f"<{n}Q", self.data, start)
 
     def strings(self) -> tuple[str, ...]:
-        (n,) = _U16.unpack(self._take(2))
-        return tuple(self.string() for _ in range(n))
+        (n,) = _U16.unpack_from(self.data, self._span(2))
+        return tuple([self.string() for _ in range(n)])
 
     def table(self) -> dict[str, Any]:
         try:
@@ -253,9 +259,24 @@ Entry = (
 
 
 def decode_entry(kind: int, payload: bytes) -> Entry:
+    try:
+        return _decode(kind, payload)
+    except struct.error as exc:
+        raise ValueError(f"record payload too short: {exc}") from None
+
+
+def _decode(kind: int, payload: bytes) -> Entry:
     r = _Reader(payload)
     entry: Entry
-    if kind == ExchangeDeclared.KIND:
+    # The hot kinds first: a log is mostly messages, deliveries and removals.
+    if kind == MessagePublished.KIND:
+        msg_id, vhost, queues = r.u64(), r.string(), r.strings()
+        exchange, routing_key = r.string(), r.string()
+        entry = MessagePublished(msg_id, vhost, queues, exchange, routing_key, r.blob(), r.blob())
+    elif kind in (MessagesDelivered.KIND, MessagesRemoved.KIND):
+        mcls = MessagesDelivered if kind == MessagesDelivered.KIND else MessagesRemoved
+        entry = mcls(r.string(), r.string(), r.ids())
+    elif kind == ExchangeDeclared.KIND:
         vhost, name, xtype, flags = r.string(), r.string(), r.string(), r.u8()
         entry = ExchangeDeclared(vhost, name, xtype, bool(flags & 1), bool(flags & 2), r.table())
     elif kind == ExchangeDeleted.KIND:
@@ -269,13 +290,6 @@ def decode_entry(kind: int, payload: bytes) -> Entry:
         cls = BindingAdded if kind == BindingAdded.KIND else BindingRemoved
         vhost, source, to_exchange = r.string(), r.string(), bool(r.u8())
         entry = cls(vhost, source, to_exchange, r.string(), r.string(), r.table())
-    elif kind == MessagePublished.KIND:
-        msg_id, vhost, queues = r.u64(), r.string(), r.strings()
-        exchange, routing_key = r.string(), r.string()
-        entry = MessagePublished(msg_id, vhost, queues, exchange, routing_key, r.blob(), r.blob())
-    elif kind in (MessagesDelivered.KIND, MessagesRemoved.KIND):
-        mcls = MessagesDelivered if kind == MessagesDelivered.KIND else MessagesRemoved
-        entry = mcls(r.string(), r.string(), r.ids())
     elif kind == CleanShutdown.KIND:
         entry = CleanShutdown()
     else:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import enum
 import struct
 import zlib
+from typing import NamedTuple
 
 import attrs
 
@@ -36,8 +37,8 @@ class Stop(enum.Enum):
     CORRUPT = "corrupt"  # checksum mismatch or impossible length
 
 
-@attrs.frozen(slots=True)
-class Record:
+class Record(NamedTuple):
+    # A NamedTuple, not attrs: recovery makes one per record on disk.
     kind: int
     payload: bytes
 

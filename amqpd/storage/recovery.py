@@ -17,6 +17,7 @@ Rules of this module (docs/storage.md "Recovery"):
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Generic, TypeVar
 
 import attrs
 
@@ -56,20 +57,30 @@ class RecoveryReport:
         return attrs.asdict(self)
 
 
+T = TypeVar("T")
+
+
 @attrs.frozen(slots=True)
-class RecoveredLog:
-    records: list[tuple[int, Record]]  # (segment number, record) in log order
+class RecoveredLog(Generic[T]):
+    records: list[tuple[int, T]]  # (segment number, decoded record) in log order
     report: RecoveryReport
     segments: list[int]  # the segment numbers still on disk, in order
     next_segment: int  # the first number never used by any file
     last: tuple[int, int]  # number and length of the last segment kept, (0, 0) if none
 
 
-def recover_segments(
-    files: FileLayer, accept: Callable[[Record], bool] = lambda record: True
-) -> RecoveredLog:
-    """Read the log; a record with a good checksum that ``accept`` refuses (one the
-    decoder cannot read) counts as corrupt, like a bad checksum."""
+def recover_segments(files: FileLayer) -> RecoveredLog[Record]:
+    """Read the log as raw records."""
+    return recover_log(files, _raw)
+
+
+def _raw(record: Record) -> Record:
+    return record
+
+
+def recover_log(files: FileLayer, decode: Callable[[Record], T]) -> RecoveredLog[T]:
+    """Read the log, decoding each record once; a record with a good checksum that
+    ``decode`` refuses (raises ValueError) counts as corrupt, like a bad checksum."""
     live: list[tuple[int, str]] = []
     highest = 0
     for name in files.list():
@@ -82,15 +93,15 @@ def recover_segments(
             live.append((number, name))
     live.sort()
     report = RecoveryReport()
-    records: list[tuple[int, Record]] = []
+    records: list[tuple[int, T]] = []
     kept: list[int] = []
     last = (0, 0)
     following = files.read(live[0][1]) if live else b""
     for index, (number, name) in enumerate(live):
         data = following
         following = files.read(live[index + 1][1]) if index + 1 < len(live) else b""
-        result = _accepted(scan_segment(data).result, accept)
-        records.extend((number, rec) for _, rec in result.records)
+        result, decoded = _decoded(scan_segment(data).result, decode)
+        records.extend((number, value) for value in decoded)
         report.segments += 1
         damage = None if result.stop is Stop.END else result.stop.value
         if damage is None and index + 1 < len(live):
@@ -124,11 +135,14 @@ def recover_segments(
     return RecoveredLog(records, report, kept, highest + 1, last)
 
 
-def _accepted(result: ScanResult, accept: Callable[[Record], bool]) -> ScanResult:
+def _decoded(result: ScanResult, decode: Callable[[Record], T]) -> tuple[ScanResult, list[T]]:
+    values: list[T] = []
     for index, (offset, record) in enumerate(result.records):
-        if not accept(record):
-            return ScanResult(result.records[:index], offset, Stop.CORRUPT)
-    return result
+        try:
+            values.append(decode(record))
+        except ValueError:
+            return ScanResult(result.records[:index], offset, Stop.CORRUPT), values
+    return result, values
 
 
 def _count_readable(data: bytes) -> int:

@@ -6,8 +6,8 @@ import pytest
 
 from amqpd.storage.fakefiles import FakeFiles
 from amqpd.storage.log import SegmentLog
-from amqpd.storage.record import encode
-from amqpd.storage.recovery import recover_segments
+from amqpd.storage.record import Record, encode
+from amqpd.storage.recovery import recover_log, recover_segments
 from amqpd.storage.segment import (
     HEADER_SIZE,
     encode_header,
@@ -164,6 +164,12 @@ def test_unknown_kind_with_good_checksum_counts_as_corrupt() -> None:
     files.write_raw(
         segment_name(1), encode_header(0, 0) + encode(1, b"a") + encode(200, b"?") + encode(1, b"b")
     )
-    result = recover_segments(files, accept=lambda r: r.kind != 200)
-    assert [r.payload for _, r in result.records] == [b"a"]
+
+    def decode(record: Record) -> bytes:
+        if record.kind == 200:
+            raise ValueError("unknown kind")
+        return record.payload
+
+    result = recover_log(files, decode)
+    assert [p for _, p in result.records] == [b"a"]
     assert result.report.damage == "corrupt"
