@@ -74,13 +74,17 @@ class DurableQueue(Declared[QueueDeclared]):
 
 
 class StoredMessage:
+    # One per stored message for the life of the broker: tuples, not sets (a set costs
+    # 200+ bytes even empty); a message is on one queue or a handful.
     __slots__ = ("delivered", "entry", "queues", "segment")
 
-    def __init__(self, segment: int, queues: set[str], entry: MessagePublished | None) -> None:
+    def __init__(
+        self, segment: int, queues: tuple[str, ...], entry: MessagePublished | None
+    ) -> None:
         self.segment = segment
         self.queues = queues  # the durable queues still holding it
         self.entry = entry
-        self.delivered: set[str] = set()  # queues that handed it out (replay only)
+        self.delivered: tuple[str, ...] = ()  # queues that handed it out (replay only)
 
 
 _D = TypeVar("_D", Declared[ExchangeDeclared], DurableQueue, Declared[BindingAdded])
@@ -102,7 +106,7 @@ class Catalog:
         self.keep_content = False
         for message in self.messages.values():
             message.entry = None
-            message.delivered = set()
+            message.delivered = ()
 
     def exchange_exists(self, vhost: str, name: str) -> bool:
         return name.startswith("amq.") or (vhost, name) in self.exchanges
@@ -190,7 +194,7 @@ class Catalog:
 
     def _drop_ref(self, msg_id: int, queue: str, targets: set[int]) -> None:
         message = self.messages[msg_id]
-        message.queues.discard(queue)
+        message.queues = tuple(q for q in message.queues if q != queue)
         targets.add(message.segment)
         if not message.queues:
             del self.messages[msg_id]
@@ -205,7 +209,7 @@ class Catalog:
         if not held:
             return
         content = entry if self.keep_content else None
-        self.messages[entry.id] = StoredMessage(segment, set(held), content)
+        self.messages[entry.id] = StoredMessage(segment, tuple(dict.fromkeys(held)), content)
         self._live.pin(segment)
         for name in held:
             self.queues[(vhost, name)].messages[entry.id] = None
@@ -225,8 +229,8 @@ class Catalog:
                     continue
                 message = self.messages[msg_id]
                 targets.add(message.segment)
-                if self.keep_content:
-                    message.delivered.add(entry.queue)
+                if self.keep_content and entry.queue not in message.delivered:
+                    message.delivered += (entry.queue,)
         if entry.ids:
             # Ids named by surviving records are never handed out again (docs/storage.md).
             self.max_message_id = max(self.max_message_id, max(entry.ids))
