@@ -7,6 +7,8 @@ Rules of this module (docs/internals.md "broker/", docs/storage.md):
 - A persistent message routed to several durable queues is logged once
   (``enqueue_routed``); its id goes into ``Message.store_id`` (0: not stored). It is logged
   *before* it is enqueued, so a delivery or a drop that enqueue causes is logged after it.
+  A Message object is logged at most once: code that later puts a message into more queues
+  (dead-lettering, say) must pass a new Message (they carry new headers anyway).
 - Each durable queue (when a log is attached) has a ``QueueJournal``: the queue calls it
   for the first delivery of a stored message (so it comes back redelivered) and for every
   way a stored message leaves it for good. Requeues are not logged: a message keeps its

@@ -65,9 +65,9 @@ async def run_broker(
             raise TypeError("run_broker needs a broker or a connection_factory")
         connection_factory = session_connection_factory(broker, config.connection)
     with trio.open_signal_receiver(*SHUTDOWN_SIGNALS) as signals:
-        listeners = await open_listeners(list(addresses))
-        server = Server(listeners, connection_factory, config=config)
         try:
+            listeners = await open_listeners(list(addresses))
+            server = Server(listeners, connection_factory, config=config)
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_watch_signals, signals, server, nursery.cancel_scope)
                 if durable_log is not None:

@@ -7,7 +7,9 @@ Rules of this module (docs/storage.md "Group commit", "Reclamation"):
 - Commit is split for the server's persister so the fsync can run in a worker thread while
   the trio thread keeps appending: ``prepare_commit`` (caller's thread: takes the buffer),
   ``Batch.write`` (any thread: file I/O only, touches nothing else), ``complete_commit``
-  (caller's thread: bookkeeping, reclamation). One batch at a time.
+  (caller's thread: bookkeeping, reclamation). One batch at a time. ``Batch.write`` touches
+  only the file handles and pending headers of its own segments, which the caller's thread
+  leaves alone until ``complete_commit``; ``append`` meanwhile only adds to a new buffer.
 - Liveness is the caller's knowledge, told to the log: ``pin(segment)`` when a live record
   lands there, ``release(segment)`` when it dies (applied only once the records appended so
   far are committed, so a death the disk has not seen yet never deletes anything), and
