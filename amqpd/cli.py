@@ -1,8 +1,11 @@
 """The ``amqpd`` command: parse argv, set up logging and the data directory, run the broker.
 
 Rules of this module:
-- A user mistake (bad argument, unreadable or invalid config file, unusable data directory)
-  is one ``amqpd: error: ...`` line on stderr and exit code 2, never a traceback.
+- A user mistake (bad argument, unreadable or invalid config file, unusable data directory,
+  a data directory another amqpd holds) is one ``amqpd: error: ...`` line on stderr and
+  exit code 2, never a traceback.
+- A failure writing the data directory while running stops the broker: one ``amqpd:
+  error: ...`` line and exit code 1 (the next start recovers).
 - A listen address that cannot be bound is the same kind of line with exit code 1.
 - A graceful shutdown (SIGINT/SIGTERM) exits 0.
 - Command-line options win over the config file, which wins over the built-in defaults.
@@ -35,6 +38,8 @@ from amqpd.server import (
     parse_listen,
     run_broker,
 )
+from amqpd.server.persister import StorageFailure
+from amqpd.storage.lock import DataDirError, DataDirLock, lock_data_dir
 
 EXIT_OK = 0
 EXIT_RUNTIME_ERROR = 1
@@ -113,6 +118,13 @@ def prepare_data_dir(path: Path) -> Path:
     return path
 
 
+def lock_data(path: Path) -> DataDirLock:
+    try:
+        return lock_data_dir(path)
+    except DataDirError as exc:
+        raise UsageError(str(exc)) from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["hash-password"]:
@@ -129,7 +141,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.config is not None:
             config = load_config(args.config)
         try:
-            broker = config_module.build_broker(config, args.definitions, warnings.append)
+            broker, declare_topology = config_module.prepare_broker(
+                config, args.definitions, warnings.append
+            )
         except config_module.ConfigFileError as exc:
             raise UsageError(str(exc)) from None
         data_dir = prepare_data_dir(
@@ -138,6 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             else (config.storage.data_dir if config and config.storage.data_dir else None)
             or default_data_dir()
         )
+        lock = lock_data(data_dir)  # held (by the open file) until the process exits
     except UsageError as exc:
         parser.exit(EXIT_USAGE, f"{parser.prog}: error: {exc}\n")
     log_format: LogFormat = args.log_format or (config and config.log_format) or "console"
@@ -151,6 +166,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     for warning in warnings:
         structlog.get_logger("amqpd").warning(warning)
 
+    # The data directory is recovered between the broker's users/vhosts and the topology
+    # a definitions file imports, so that imported durable entities reach the log.
+    from amqpd.server.storage import open_storage
+
+    try:
+        durable = open_storage(data_dir, broker)
+        declare_topology()
+    except DataDirError as exc:
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except config_module.ConfigFileError as exc:
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     listen: list[ListenAddress] = list(
         args.listen or (config.listeners if config else None) or DEFAULT_LISTEN
     )
@@ -168,10 +196,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             reload=reload,
             tls_addresses=config.tls_listeners if config else (),
             ssl_context=config.ssl_context if config else None,
+            durable_log=durable,
         )
         trio.run(run, broker, listen)
     except ListenError as exc:
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        return EXIT_RUNTIME_ERROR
+    except BaseExceptionGroup as group:
+        failure = group.subgroup(StorageFailure)
+        if failure is None:
+            raise
+        print(f"{parser.prog}: error: {failure.exceptions[0]}", file=sys.stderr)
         return EXIT_RUNTIME_ERROR
     except KeyboardInterrupt:
         # Only reachable before the signal handler is installed (very early Ctrl-C).
@@ -180,4 +215,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     # interpreter exits must not turn a clean shutdown into "killed by signal".
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, signal.SIG_IGN)
+    lock.release()
     return EXIT_OK

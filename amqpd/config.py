@@ -518,13 +518,33 @@ def build_broker(
     ``None`` for both: RabbitMQ's defaults. Imported exchanges, queues and bindings are
     declared; whatever the definitions file has that amqpd does not read goes to ``warn``.
     """
+    broker, declare = prepare_broker(config, definitions, warn)
+    declare()
+    return broker
+
+
+def prepare_broker(
+    config: Config | None = None,
+    definitions: Path | None = None,
+    warn: Callable[[str], None] | None = None,
+) -> tuple[Broker, Callable[[], None]]:
+    """``build_broker`` in two steps: the broker with its vhosts, users, permissions and
+    policies, and a function that declares the imported topology.
+
+    The CLI recovers the data directory between the two, so that imported durable
+    exchanges, queues and bindings reach the durable log, as RabbitMQ imports definitions
+    after its own recovery at boot.
+    """
     if config is None and definitions is None:
-        return Broker()
+        return Broker(), lambda: None
     wanted, imported = effective_definitions(config, definitions)
     broker = Broker(default_user=False)
     broker.max_connections = config.max_connections if config is not None else None
     broker.apply_definitions(wanted)
-    if imported is not None:
+
+    def declare() -> None:
+        if imported is None:
+            return
         try:
             declare_topology(broker, imported)
         except DefinitionsError as exc:
@@ -532,7 +552,8 @@ def build_broker(
         for item in imported.unsupported:
             if warn is not None:
                 warn(f"definitions file {definitions}: not imported: {item}")
-    return broker
+
+    return broker, declare
 
 
 def reloader(

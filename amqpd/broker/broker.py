@@ -16,6 +16,7 @@ Rules of this module:
   (set by the server) is called when the earliest deadline moved earlier, so the server's
   timer task can wake up. ``wall_clock`` (injected; ``time.time`` by default) is read only
   for wall-clock fields such as the x-death ``time``, so tests pass a fake one.
+- ``attach_durable_log`` hands the durable log to every vhost, present and future.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from amqpd.broker.policies import Policy
 from amqpd.broker.users import User, UserTable
 from amqpd.broker.vhost import VirtualHost
 from amqpd.errors import NotAllowed
+from amqpd.storage.durable import NULL_LOG, DurableLog
 
 __all__ = ["Broker", "User"]
 
@@ -41,6 +43,7 @@ class Broker:
     ) -> None:
         self.wall_clock = wall_clock
         self.on_deadline_moved: Callable[[], None] | None = None
+        self.durable: DurableLog = NULL_LOG
         self.vhosts: dict[str, VirtualHost] = {}
         self.add_vhost("/")
         self.user_table = UserTable()
@@ -61,6 +64,7 @@ class Broker:
         if vhost is None:
             vhost = self.vhosts[name] = VirtualHost(name, wall_clock=self.wall_clock)
             vhost.on_deadline_moved = self._deadline_moved
+            vhost.durable = self.durable
         if limits is not None:
             vhost.limits = limits
         return vhost
@@ -70,6 +74,14 @@ class Broker:
         self.permissions.clear_vhost(name)
         for key in [k for k in self.policies if k[0] == name]:
             del self.policies[key]
+
+    def attach_durable_log(self, log: DurableLog) -> None:
+        """From now on durable changes in every vhost go to ``log``."""
+        self.durable = log
+        for vhost in self.vhosts.values():
+            vhost.durable = log
+            for queue in vhost.queues.values():
+                vhost.attach_journal(queue)
 
     # -- timers ------------------------------------------------------------------------------
     def _deadline_moved(self) -> None:

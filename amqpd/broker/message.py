@@ -11,6 +11,8 @@ Rules of this module:
 - ``expiration_ms`` is the per-message TTL (the ``expiration`` property), read once; the
   session has validated the text at publish (406 "invalid expiration"), so a value that
   does not parse here (a message built by a test) counts as no TTL.
+- ``store_id`` is the message's id in the durable log (0: not stored), set once, before the
+  message is enqueued anywhere (broker/durability.py).
 """
 
 from __future__ import annotations
@@ -27,7 +29,16 @@ _UNSET = -2
 
 
 class Message:
-    __slots__ = ("_properties", "_ttl", "bcc", "body", "exchange", "properties_raw", "routing_key")
+    __slots__ = (
+        "_properties",
+        "_ttl",
+        "bcc",
+        "body",
+        "exchange",
+        "properties_raw",
+        "routing_key",
+        "store_id",
+    )
 
     def __init__(
         self,
@@ -45,6 +56,7 @@ class Message:
         self._properties = properties
         self.bcc = bcc
         self._ttl = _UNSET
+        self.store_id = 0
 
     @property
     def properties(self) -> BasicProperties:

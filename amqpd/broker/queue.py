@@ -32,6 +32,11 @@ Rules of this module:
 - Never calls into the vhost except through the hooks ``on_unused`` (auto-delete, x-expires),
   ``on_dead_letter`` and ``on_deadline``. Hooks run after the queue's state is consistent,
   so they may re-enter it (a dead-letter loop through the same queue).
+- ``journal`` (a ``QueueJournal``, set on durable queues when the broker has a data
+  directory) is told about the first delivery of each message and about every message that
+  leaves the queue for good (ack, discard, drop-head, reject-publish never enters, expiry at
+  the head, purge). Any new path that removes a message for good must call
+  ``self._removed``.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ import attrs
 
 from amqpd.broker.arguments import is_int
 from amqpd.broker.consumers import ConsumerSet
+from amqpd.broker.durability import QueueJournal
 from amqpd.broker.expiry import QueueClock
 from amqpd.broker.length_limits import LengthLimits
 from amqpd.broker.message import Message
@@ -139,6 +145,8 @@ class Queue:
         self.on_unused: Callable[[Queue], None] | None = None
         self.on_dead_letter: DeadLetterHook | None = None
         self.on_deadline: DeadlineHook | None = None
+        # The durable log's view of this queue (durable queues with a data directory only).
+        self.journal: QueueJournal | None = None
 
         self._time = QueueClock(self.arguments, now)
         self._next_seq = 1
@@ -270,15 +278,19 @@ class Queue:
                 return
             self._take()
             self._expired += 1
+            self._removed(head)
             if self.on_dead_letter is not None:
                 self.on_dead_letter(self, head.message, "expired", now)
 
     # -- messages ----------------------------------------------------------------------------
-    def enqueue(self, message: Message, now: float | None = None) -> bool:
+    def enqueue(
+        self, message: Message, now: float | None = None, *, redelivered: bool = False
+    ) -> bool:
         """Add a message; delivered at once if a consumer is ready.
 
         False when the queue refused it (overflow reject-publish / reject-publish-dlx): the
-        publisher gets a basic.nack if it uses confirms.
+        publisher gets a basic.nack if it uses confirms. ``redelivered`` is for messages
+        recovered from disk that had been delivered before.
         """
         if self.deleted:
             # A publish routed before the queue went (e.g. held in a tx until commit) is
@@ -298,7 +310,7 @@ class Queue:
         seq = self._next_seq
         self._next_seq = seq + 1
         self._published += 1
-        entry = QueuedMessage(message, seq, False, self._time.expiry(message, now))
+        entry = QueuedMessage(message, seq, redelivered, self._time.expiry(message, now))
         ready = self._ready
         if self._consumers and not len(ready):
             consumer = self._consumers.next_ready()
@@ -336,6 +348,7 @@ class Queue:
             if entry is None:
                 return
             self._dropped += 1
+            self._removed(entry)
             if self.on_dead_letter is not None:
                 self.on_dead_letter(self, entry.message, "maxlen", now)
 
@@ -349,6 +362,8 @@ class Queue:
     def _hand_to(self, consumer: Consumer, entry: QueuedMessage) -> None:
         self._unacked[entry.seq] = entry
         self._delivered += 1
+        if self.journal is not None and not entry.redelivered:
+            self.journal.delivered(entry)
         consumer.deliver(self, entry)
 
     def get(self, now: float | None = None) -> QueuedMessage | None:
@@ -364,16 +379,27 @@ class Queue:
             return None
         self._unacked[entry.seq] = entry
         self._delivered += 1
+        if self.journal is not None and not entry.redelivered:
+            self.journal.delivered(entry)
         return entry
+
+    def _removed(self, entry: QueuedMessage) -> None:
+        """``entry`` left this queue for good: tell the durable log, if it holds it."""
+        if self.journal is not None and entry.message.store_id:
+            self.journal.removed((entry,))
 
     def ack(self, entry: QueuedMessage) -> None:
         """Settle an unacked entry (basic.ack, or no-ack delivery)."""
         if self._unacked.pop(entry.seq, None) is not None:
             self._acked += 1
+            self._removed(entry)
 
     def discard(self, entry: QueuedMessage, now: float | None = None) -> None:
         """Reject without requeue: dead-lettered with reason ``rejected``."""
-        if self._unacked.pop(entry.seq, None) is not None and self.on_dead_letter is not None:
+        if self._unacked.pop(entry.seq, None) is None:
+            return
+        self._removed(entry)
+        if self.on_dead_letter is not None:
             self.on_dead_letter(self, entry.message, "rejected", self._clock(now))
 
     def requeue(self, entries: Iterable[QueuedMessage], now: float | None = None) -> None:
@@ -393,6 +419,12 @@ class Queue:
     def purge(self) -> int:
         """Drop every ready message (unacked ones stay, as in RabbitMQ); returns the count."""
         count = self.message_count
+        journal = self.journal
+        if journal is not None:
+            entries = []
+            while (entry := self._ready.take()) is not None:
+                entries.append(entry)
+            journal.removed(entries)
         self._ready.clear()
         self._ready_bytes = 0
         return count

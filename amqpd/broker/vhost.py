@@ -20,6 +20,11 @@ Rules of this module:
   keeps them in a heap (stale entries are skipped when popped), ``next_deadline()`` /
   ``tick(now)`` serve them, and ``on_deadline_moved`` tells the server's timer that the
   earliest deadline moved earlier.
+- Durable changes go to ``self.durable`` (a ``DurableLog``; the no-op one unless the broker
+  has a data directory) where they happen: creation of a durable exchange or queue,
+  ``_delete_exchange`` / ``_delete_queue`` (every path, auto-delete included; the log
+  drops the bindings and messages that go with them), and ``_bind`` / ``_unbind`` when a
+  binding between two durable ends really appears or disappears.
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ from amqpd.broker.arguments import (
     validate_queue_args,
 )
 from amqpd.broker.deadletter import dead_letter_args, is_death_cycle, make_dead_letter
+from amqpd.broker.durability import QueueJournal, enqueue_routed
 from amqpd.broker.exchange import Exchange
 from amqpd.broker.exchanges import EXCHANGE_TYPES
 from amqpd.broker.limits import VhostLimits
@@ -54,6 +60,7 @@ from amqpd.broker.message import Message
 from amqpd.broker.permissions import Access
 from amqpd.broker.queue import Queue
 from amqpd.errors import AccessRefused, NotFound, PreconditionFailed, ResourceLocked
+from amqpd.storage.durable import NULL_LOG, DurableLog
 
 Owner = Hashable
 
@@ -141,6 +148,7 @@ class VirtualHost:
         # destination (Queue or Exchange) -> source exchanges with bindings to it.
         self._sources: dict[Queue | Exchange, set[Exchange]] = {}
         self._exclusive: dict[Owner, set[str]] = {}
+        self.durable: DurableLog = NULL_LOG
         for xname, xtype in PREDECLARED_EXCHANGES:
             self.exchanges[xname] = Exchange(xname, xtype, vhost=name, durable=True)
         # amq.rabbitmq.trace is internal: the firehose publishes to it, clients may not.
@@ -234,6 +242,15 @@ class VirtualHost:
                 arguments=args,
             )
             self.exchanges[name] = exchange
+            if durable:
+                self.durable.exchange_declared(
+                    self.name,
+                    name,
+                    type,
+                    auto_delete=auto_delete,
+                    internal=internal,
+                    arguments=args,
+                )
             return exchange
         # rabbit_exchange:assert_equivalence/6: type, durable, auto_delete, internal, args.
         resource = exchange.resource()
@@ -266,6 +283,8 @@ class VirtualHost:
             return
         exchange.deleted = True
         del self.exchanges[exchange.name]
+        if exchange.durable:
+            self.durable.exchange_deleted(self.name, exchange.name)
         for dest in exchange.impl.destinations():
             self._forget_source(dest, exchange)  # type: ignore[arg-type]
         exchange.impl.remove_all()
@@ -304,6 +323,23 @@ class VirtualHost:
     ) -> None:
         if source.impl.bind(dest, routing_key, arguments):
             self._sources.setdefault(dest, set()).add(source)
+            self._log_binding(True, source, dest, routing_key, arguments)
+
+    def _log_binding(
+        self,
+        added: bool,
+        source: Exchange,
+        dest: Queue | Exchange,
+        routing_key: str,
+        arguments: FieldTable,
+    ) -> None:
+        # A binding is durable when both its ends are (RabbitMQ's rule).
+        if source.durable and dest.durable:
+            record = self.durable.binding_added if added else self.durable.binding_removed
+            to_exchange = isinstance(dest, Exchange)
+            record(
+                self.name, source.name, dest.name, routing_key, arguments, to_exchange=to_exchange
+            )
 
     def _unbind(
         self,
@@ -313,6 +349,7 @@ class VirtualHost:
         arguments: FieldTable,
     ) -> None:
         if source.impl.unbind(dest, routing_key, arguments):
+            self._log_binding(False, source, dest, routing_key, arguments)
             if not source.impl.bindings_to(dest):
                 self._forget_source(dest, source)
             self._maybe_auto_delete(source)
@@ -401,7 +438,10 @@ class VirtualHost:
         owner: Owner | None = None,
         now: float | None = None,
         access: Access | None = None,
+        recovered: bool = False,
     ) -> Queue:
+        """``recovered``: recreating a queue from the durable log at start (a server-named
+        ``amq.gen-`` queue may come back under its name)."""
         now = self._clock(now)
         if passive:
             found = self._queue_or_404(strip_cr_lf(name))
@@ -422,7 +462,8 @@ class VirtualHost:
                 name = server_queue_name()
         else:
             name = strip_cr_lf(name)
-            _check_name("queue", name)
+            if not recovered:
+                _check_name("queue", name)
         if access is not None:
             access.configure("queue", name)  # server-named ones too (rabbit_channel)
         declared_owner = owner if exclusive else None
@@ -469,6 +510,9 @@ class VirtualHost:
         queue.on_dead_letter = self._dead_letter
         queue.on_deadline = self._schedule
         self.queues[name] = queue
+        if durable:
+            self.durable.queue_declared(self.name, name, auto_delete=auto_delete, arguments=args)
+            self.attach_journal(queue)
         if declared_owner is not None:
             self._exclusive.setdefault(declared_owner, set()).add(name)
         queue.touch(now)  # starts the x-expires lease, if any
@@ -502,8 +546,16 @@ class VirtualHost:
         if not queue.deleted and self.queues.get(queue.name) is queue:
             self._delete_queue(queue)
 
+    def attach_journal(self, queue: Queue) -> None:
+        """Give a durable queue its journal (when this vhost has a durable log)."""
+        if self.durable.enabled and queue.durable:
+            queue.journal = QueueJournal(self.durable, self.name, queue.name)
+
     def _delete_queue(self, queue: Queue) -> int:
         del self.queues[queue.name]
+        if queue.durable:
+            self.durable.queue_deleted(self.name, queue.name)
+            queue.journal = None  # the log dropped its messages with the queue
         owner = queue.exclusive_owner
         if owner is not None:
             names = self._exclusive.get(owner)
@@ -696,8 +748,8 @@ class VirtualHost:
                 continue
             message = delayed.swap_delay_header(message)
             headers = message.headers()
-            for queue in self._route_exchange(exchange, list(routing_keys), message, headers, now):
-                queue.enqueue(message, now)
+            queues = self._route_exchange(exchange, list(routing_keys), message, headers, now)
+            enqueue_routed(self.durable, self.name, message, queues, now)
 
     # -- dead-lettering ---------------------------------------------------------------------
     def _dead_letter(self, queue: Queue, message: Message, reason: str, now: float) -> None:
@@ -718,10 +770,15 @@ class VirtualHost:
             time=int(self.wall_clock()),
         )
         headers = dead.message.headers() if dlx.impl.uses_headers else None
-        for target in self._route_exchange(dlx, dead.routing_keys, dead.message, headers):
+        targets = [
+            target
+            for target in self._route_exchange(dlx, dead.routing_keys, dead.message, headers, now)
             # rabbit_dead_letter:detect_cycles/3: a cycle without a rejection is dropped.
-            if not is_death_cycle(target.name, dead.deaths):
-                target.enqueue(dead.message, now)
+            if not is_death_cycle(target.name, dead.deaths)
+        ]
+        # A persistent message dead-lettered into durable queues is logged like a publish
+        # (a new Message: make_dead_letter never reuses the stored one).
+        enqueue_routed(self.durable, self.name, dead.message, targets, now)
 
     # -- timers ------------------------------------------------------------------------------
     def _clock(self, now: float | None) -> float:

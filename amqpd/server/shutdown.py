@@ -7,6 +7,9 @@ Rules of this module:
   stop at once.
 - SIGHUP (when a ``reload`` callable is given): reload the configuration live; ignored
   once a shutdown has begun.
+- With a durable log, its persister runs beside the server from before the listeners open
+  until every connection is gone; then the log is closed (last batch committed, marked as
+  a clean stop), whatever way the serving ended. A storage failure stops the broker.
 """
 
 from __future__ import annotations
@@ -21,15 +24,18 @@ import trio
 
 from amqpd.server.broker_timer import BrokerTimer
 from amqpd.server.listeners import ListenAddress, open_listeners
+from amqpd.server.persister import run_persister
 from amqpd.server.server import (
     ConnectionFactory,
     Server,
     ServerConfig,
     session_connection_factory,
 )
+from amqpd.storage.durable import run_callbacks
 
 if TYPE_CHECKING:
     from amqpd.broker.broker import Broker
+    from amqpd.storage.disklog import DiskDurableLog
 
 log = structlog.get_logger("amqpd.server")
 
@@ -55,12 +61,15 @@ async def run_broker(
     reload: Reload | None = None,
     tls_addresses: Sequence[ListenAddress] = (),
     ssl_context: ssl.SSLContext | None = None,
+    durable_log: DiskDurableLog | None = None,
     task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve until a shutdown signal; returns after a graceful shutdown. Bind errors raise.
 
     ``connection_factory`` replaces the session's ``Connection`` (tests); otherwise
     ``broker`` must be given. ``task_status.started`` gets the server once it is ready.
+    ``durable_log`` (already recovered into ``broker``) gets its persister; it is closed
+    when serving ends.
     """
     config = config if config is not None else ServerConfig()
     if connection_factory is None:
@@ -69,28 +78,40 @@ async def run_broker(
         connection_factory = session_connection_factory(broker, config.connection)
     wanted = (*SHUTDOWN_SIGNALS, RELOAD_SIGNAL) if reload is not None else SHUTDOWN_SIGNALS
     with trio.open_signal_receiver(*wanted) as signals:
-        listeners: list[trio.abc.Listener[trio.abc.Stream]] = list(
-            await open_listeners(list(addresses))
-        )
-        if tls_addresses:
-            if ssl_context is None:
-                raise TypeError("amqps listeners need an ssl_context")
-            # amqps (RabbitMQ listeners.ssl): TLS from the first byte, then plain AMQP.
-            for plain in await open_listeners(list(tls_addresses)):
-                listeners.append(trio.SSLListener(plain, ssl_context, https_compatible=False))
-        server = Server(listeners, connection_factory, config=config)
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(_watch_signals, signals, server, nursery.cancel_scope, reload)
-            if broker is not None:
-                # The queue timers (TTL, x-expires); cancelled with the signal watcher.
-                nursery.start_soon(BrokerTimer(broker).run)
-            async with trio.open_nursery() as serving:
-                await serving.start(server.run)
-                bound = server.addresses
-                log.info(ready_message(bound), listeners=bound, ready=True)
-                task_status.started(server)
-            # server.run returned: the graceful shutdown is complete; stop watching signals.
-            nursery.cancel_scope.cancel()
+        try:
+            listeners: list[trio.abc.Listener[trio.abc.Stream]] = list(
+                await open_listeners(list(addresses))
+            )
+            if tls_addresses:
+                if ssl_context is None:
+                    raise TypeError("amqps listeners need an ssl_context")
+                # amqps (RabbitMQ listeners.ssl): TLS from the first byte, then plain AMQP.
+                for plain in await open_listeners(list(tls_addresses)):
+                    listeners.append(
+                        trio.SSLListener(plain, ssl_context, https_compatible=False)
+                    )
+            server = Server(listeners, connection_factory, config=config)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_watch_signals, signals, server, nursery.cancel_scope, reload)
+                if broker is not None:
+                    # The queue timers (TTL, x-expires, delayed messages); cancelled with
+                    # the signal watcher.
+                    nursery.start_soon(BrokerTimer(broker).run)
+                if durable_log is not None:
+                    await nursery.start(run_persister, durable_log)
+                async with trio.open_nursery() as serving:
+                    await serving.start(server.run)
+                    bound = server.addresses
+                    log.info(ready_message(bound), listeners=bound, ready=True)
+                    task_status.started(server)
+                # server.run returned: the graceful shutdown is complete; stop watching
+                # signals, the timers and the persister (the log is closed below).
+                nursery.cancel_scope.cancel()
+        finally:
+            if durable_log is not None and not durable_log.log.broken:
+                # Every connection is gone: nothing is in doubt any more, a clean stop.
+                run_callbacks(durable_log.close(clean=True))
+                log.info("data directory closed")
         log.info("stopped")
 
 

@@ -11,10 +11,14 @@ confirm and tx clauses, ``deliver_to_queues/3``, ``process_routing_mandatory/5``
   "NO_ROUTE" with the message, sent before the publish's confirm.
 - confirm.select (no-wait honoured): every later publish takes a sequence number, confirmed
   once its queues accepted it; in memory that is at once, and the ack goes out coalesced on
-  ``Channel.flush``. tx.select on a confirm channel → 406 "cannot switch from confirm to tx
-  mode"; confirm.select on a tx channel → 406 "cannot switch from tx to confirm mode".
+  ``Channel.flush``. A persistent message that went to durable queues (and so to the
+  durable log: ``message.store_id`` set) is confirmed only once the log has fsynced it
+  (``DurableLog.after_commit``), the batch's confirms again coalesced into one flush.
+  tx.select on a confirm channel → 406 "cannot switch from confirm to tx mode";
+  confirm.select on a tx channel → 406 "cannot switch from tx to confirm mode".
 - tx: see ``amqpd.session.tx``; tx.commit / tx.rollback without tx.select → 406 "channel is
-  not transactional"; a second tx.select is fine.
+  not transactional"; a second tx.select is fine. tx.commit-ok waits for the fsync when the
+  commit logged a persistent message.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from typing import TYPE_CHECKING, Any, cast
 import attrs
 
 from amqpd import errors
+from amqpd.broker.durability import enqueue_routed
 from amqpd.broker.message import Message
 from amqpd.errors import NO_ROUTE, PreconditionFailed
 from amqpd.protocol import methods as M
@@ -38,6 +43,7 @@ from amqpd.session import reply_to
 from amqpd.session.confirms import ConfirmTracker
 from amqpd.session.publish_checks import check_size, check_user_id, parse_expiration
 from amqpd.session.tx import TxBuffer
+from amqpd.storage.durable import FollowUp
 
 if TYPE_CHECKING:
     from amqpd.protocol.assembler import Command
@@ -86,12 +92,29 @@ def basic_publish(ch: Channel, cmd: Command) -> None:
     accepted = deliver_publish(ch, message, queues, m.mandatory)
     confirms = ch.confirms
     if confirms is not None:
-        # In memory every queue answered synchronously; the durable store will use
-        # confirms.insert(seq, queues) and settle after its fsync instead.
-        if accepted:
-            confirms.confirm(confirms.take_seq())
+        seq = confirms.take_seq()
+        if not accepted:
+            confirms.reject(seq)
+        elif message.store_id:
+            _confirm_when_durable(ch, confirms, seq)
         else:
-            confirms.reject(confirms.take_seq())
+            confirms.confirm(seq)
+
+
+# What a durable publish's confirm waits for, in ConfirmTracker terms: the log, as a "queue".
+_ON_DISK = "durable log"
+
+
+def _confirm_when_durable(ch: Channel, confirms: ConfirmTracker, seq: int) -> None:
+    confirms.insert(seq, (_ON_DISK,))
+
+    def on_disk() -> FollowUp | None:
+        if ch.closed or ch.confirms is not confirms:
+            return None
+        confirms.settle((seq,), _ON_DISK)
+        return ch.flush
+
+    ch.vhost.durable.after_commit(on_disk)
 
 
 def _check_properties(ch: Channel, message: Any) -> Any:
@@ -112,11 +135,8 @@ def deliver_publish(ch: Channel, message: Any, queues: list[Any], mandatory: boo
     reject-publish): the publish is then nacked, though the other queues keep their copy
     (reference 2.3, 2.6). A refused publish still counts as routed: no basic.return.
     """
-    accepted = True
-    now = ch.now
-    for queue in queues:
-        if queue.enqueue(message, now) is False:
-            accepted = False
+    vhost = ch.vhost
+    accepted = enqueue_routed(vhost.durable, vhost.name, message, queues, ch.now)
     if not queues and mandatory:
         conn = ch.conn
         conn.send(
@@ -156,18 +176,29 @@ def tx_commit(ch: Channel, cmd: Command) -> None:
     if tx is None:
         raise PreconditionFailed("channel is not transactional")
     publishes, settlements = tx.take()
+    vhost = ch.vhost
+    durable = False
     for p in publishes:
         if p.queues:
             # A queue deleted since the publish just misses it; the publish still counts
             # as routed (RabbitMQ delivers to the queues looked up at publish time).
-            for queue in p.queues:
-                if not queue.deleted:
-                    queue.enqueue(p.message, ch.now)
+            live = [queue for queue in p.queues if not queue.deleted]
+            enqueue_routed(vhost.durable, vhost.name, p.message, live, ch.now)
+            durable = durable or bool(p.message.store_id)
         else:
             deliver_publish(ch, p.message, p.queues, p.mandatory)
     for op, records in settlements:
         ch.settle(op, records)
-    ch.send_method(TxCommitOk())
+    if not durable:
+        ch.send_method(TxCommitOk())
+        return
+
+    def on_disk() -> FollowUp | None:
+        if not ch.closed:
+            ch.send_method(TxCommitOk())
+        return None
+
+    vhost.durable.after_commit(on_disk)
 
 
 def tx_rollback(ch: Channel, cmd: Command) -> None:

@@ -1,0 +1,81 @@
+"""The broker's side of durability: which changes reach the DurableLog, and how.
+
+Rules of this module (docs/internals.md "broker/", docs/storage.md):
+- What is durable is RabbitMQ's rule: durable exchanges and queues, bindings whose source
+  and destination are both durable, persistent (delivery-mode 2) messages on durable
+  queues. Everything else lives in memory only and is gone after a restart.
+- A persistent message routed to several durable queues is logged once
+  (``enqueue_routed``); its id goes into ``Message.store_id`` (0: not stored). It is logged
+  *before* it is enqueued, so a delivery or a drop that enqueue causes is logged after it.
+  A Message object is logged at most once: code that later puts a message into more queues
+  (dead-lettering, say) must pass a new Message (they carry new headers anyway).
+- Each durable queue (when a log is attached) has a ``QueueJournal``: the queue calls it
+  for the first delivery of a stored message (so it comes back redelivered) and for every
+  way a stored message leaves it for good. Requeues are not logged: a message keeps its
+  place in the log, which is its place in the queue.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from amqpd.storage.durable import DurableLog
+
+if TYPE_CHECKING:
+    from amqpd.broker.message import Message
+    from amqpd.broker.queue import Queue, QueuedMessage
+
+
+class QueueJournal:
+    """Tells the durable log what happens to the stored messages of one durable queue."""
+
+    __slots__ = ("_log", "queue", "vhost")
+
+    def __init__(self, log: DurableLog, vhost: str, queue: str) -> None:
+        self._log = log
+        self.vhost = vhost
+        self.queue = queue
+
+    def delivered(self, entry: QueuedMessage) -> None:
+        store_id = entry.message.store_id
+        if store_id:
+            self._log.messages_delivered(self.vhost, self.queue, (store_id,))
+
+    def removed(self, entries: Iterable[QueuedMessage]) -> None:
+        ids = [e.message.store_id for e in entries if e.message.store_id]
+        if ids:
+            self._log.messages_removed(self.vhost, self.queue, ids)
+
+
+def enqueue_routed(
+    log: DurableLog,
+    vhost: str,
+    message: Message,
+    queues: list[Queue],
+    now: float | None = None,
+) -> bool:
+    """Enqueue a routed publish in every queue, logging it first if it is durable.
+
+    Returns False if a queue refused it (x-overflow reject-publish: the publish is nacked).
+    ``message.store_id`` is set afterwards when the message went to the log, in which case
+    its confirm must wait for ``log.after_commit``.
+    """
+    if log.enabled and message.persistent:
+        durable = [q.name for q in queues if q.durable and not q.deleted]
+        if durable:
+            message.store_id = log.message_published(
+                vhost,
+                durable,
+                message.exchange,
+                message.routing_key,
+                message.properties_raw,
+                message.body,
+            )
+    accepted = True
+    for queue in queues:
+        if queue.enqueue(message, now) is False:
+            accepted = False
+            if message.store_id and queue.durable:
+                log.messages_removed(vhost, queue.name, (message.store_id,))
+    return accepted

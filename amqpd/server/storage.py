@@ -1,0 +1,52 @@
+"""Open the data directory's durable log at start-up, recover the broker from it, log how.
+
+Rules of this module:
+- The data directory holds ``LOCK`` (storage/lock.py; taken by the CLI first) and ``log/``,
+  the segment files. Anything that makes the directory unusable (permissions, an I/O error
+  while recovering) is a ``DataDirError`` with a message for ``amqpd: error: ...``.
+- The recovery report is always logged, as one line with its counts; damage (a torn or
+  corrupt tail cut off, segments set aside) is a warning naming what was dropped.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import structlog
+
+from amqpd.broker.restore import recover
+from amqpd.storage.disklog import DiskDurableLog
+from amqpd.storage.files import OsFiles
+from amqpd.storage.lock import DataDirError
+
+if TYPE_CHECKING:
+    from amqpd.broker.broker import Broker
+
+log = structlog.get_logger("amqpd.storage")
+
+LOG_DIR = "log"
+
+
+def open_storage(data_dir: Path, broker: Broker) -> DiskDurableLog:
+    """Recover ``broker`` from ``data_dir`` (already locked) and return its durable log."""
+    directory = data_dir / LOG_DIR
+    try:
+        directory.mkdir(exist_ok=True)
+        durable = DiskDurableLog.open(OsFiles(directory))
+        restored = recover(broker, durable)
+    except OSError as exc:
+        raise DataDirError(f"cannot use data directory {data_dir}: {exc}") from None
+    report = durable.report
+    fields = {k: v for k, v in report.fields().items() if v not in (None, [], 0)}
+    if report.damaged:
+        log.warning(
+            "recovered data directory after cutting off a damaged tail",
+            **fields,
+            kept_records=report.records,
+        )
+    else:
+        log.info("recovered data directory", **fields)
+    for what in restored.skipped:
+        log.warning("could not restore", what=what)
+    return durable

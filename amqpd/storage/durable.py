@@ -1,0 +1,118 @@
+"""DurableLog: the interface the broker records durable changes through, and its no-op.
+
+Rules of this module (docs/internals.md "storage/"):
+- The broker calls ``DurableLog`` methods with plain values (names, flags, field tables,
+  bytes), never with broker objects: storage knows nothing of queues' behaviour.
+- The broker calls only for durable things: a durable exchange declared or deleted, a
+  durable queue declared or deleted, a binding whose source and destination are both
+  durable, a persistent message enqueued on durable queues (``message_published`` returns
+  the message's id), and, for such a message, its first delivery from a queue and its final
+  removal from a queue (ack, reject, purge, drop, expiry, dead-lettering).
+- ``after_commit(callback)``: the callback runs (on the caller's thread) once every record
+  logged before the call is on disk. Publisher confirms and tx.commit-ok wait on it. A
+  callback may return a follow-up (a channel's ``flush``); the follow-ups of one batch run
+  once each, after all its callbacks, so a thousand confirms become one basic.ack.
+- ``DurableLog`` itself (``NULL_LOG``; the in-memory default: no data directory, unit
+  tests) records nothing and runs ``after_commit`` callbacks at once; ``enabled`` is False
+  so the broker can skip the work of building records at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+FollowUp = Callable[[], None]
+CommitCallback = Callable[[], FollowUp | None]
+
+
+def run_callbacks(callbacks: Iterable[CommitCallback]) -> None:
+    """Run commit callbacks in order, then each distinct follow-up once, in first-seen order."""
+    follow_ups: dict[FollowUp, None] = {}
+    for callback in callbacks:
+        follow_up = callback()
+        if follow_up is not None:
+            follow_ups[follow_up] = None
+    for follow_up in follow_ups:
+        follow_up()
+
+
+class DurableLog:
+    """The interface, and the implementation that records nothing (no data directory).
+
+    A base class rather than a Protocol so the no-op behaviour is written once; the disk
+    log (disklog.DiskDurableLog) overrides every method.
+    """
+
+    enabled = False
+
+    def exchange_declared(
+        self,
+        vhost: str,
+        name: str,
+        type: str,
+        *,
+        auto_delete: bool,
+        internal: bool,
+        arguments: Mapping[str, Any],
+    ) -> None:
+        return None
+
+    def exchange_deleted(self, vhost: str, name: str) -> None:
+        return None
+
+    def queue_declared(
+        self, vhost: str, name: str, *, auto_delete: bool, arguments: Mapping[str, Any]
+    ) -> None:
+        return None
+
+    def queue_deleted(self, vhost: str, name: str) -> None:
+        return None
+
+    def binding_added(
+        self,
+        vhost: str,
+        source: str,
+        destination: str,
+        routing_key: str,
+        arguments: Mapping[str, Any],
+        *,
+        to_exchange: bool,
+    ) -> None:
+        return None
+
+    def binding_removed(
+        self,
+        vhost: str,
+        source: str,
+        destination: str,
+        routing_key: str,
+        arguments: Mapping[str, Any],
+        *,
+        to_exchange: bool,
+    ) -> None:
+        return None
+
+    def message_published(
+        self,
+        vhost: str,
+        queues: Sequence[str],
+        exchange: str,
+        routing_key: str,
+        properties_raw: bytes,
+        body: bytes,
+    ) -> int:
+        return 0
+
+    def messages_delivered(self, vhost: str, queue: str, ids: Iterable[int]) -> None:
+        return None
+
+    def messages_removed(self, vhost: str, queue: str, ids: Iterable[int]) -> None:
+        return None
+
+    def after_commit(self, callback: CommitCallback) -> None:
+        run_callbacks((callback,))
+
+
+NullDurableLog = DurableLog
+NULL_LOG = DurableLog()
