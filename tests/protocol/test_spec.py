@@ -13,7 +13,8 @@ from amqpd.protocol import methods
 from amqpd.protocol.methods import METHODS
 
 VENDORED = Path(methods.__file__).parent / "spec" / "amqp0-9-1.stripped.extended.xml"
-SHARED = Path("/work/shared/spec/amqp0-9-1.stripped.extended.xml")
+# ../shared beside the repository (the brief's layout; CI lays a copy there too).
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "spec" / VENDORED.name
 DEBIAN = Path("/usr/share/amqp/specs/0-9-1-rabbit/amqp0-9-1.stripped.extended.xml")
 SPEC_FILES = [p for p in (VENDORED, SHARED, DEBIAN) if p.exists()]
 
