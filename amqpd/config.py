@@ -29,7 +29,7 @@ import structlog
 
 from amqpd.broker.broker import Broker
 from amqpd.broker.definitions import Definitions, UserDefinition
-from amqpd.broker.limits import VhostLimits
+from amqpd.broker.limits import UserLimits, VhostLimits
 from amqpd.broker.passwords import ALGORITHMS, SHA256, PasswordHash, parse_hash
 from amqpd.broker.permissions import Permission, TopicPermission, check_regex
 from amqpd.broker.policies import APPLY_TO, Policy, validate_definition
@@ -64,7 +64,7 @@ SCHEMA: dict[str, tuple[str, ...]] = {
     "logging": ("format", "level"),
     "auth": ("mechanisms", "loopback_users"),
     "vhosts.*": ("max_connections", "max_queues"),
-    "users.*": ("password_hash", "hashing_algorithm", "tags"),
+    "users.*": ("password_hash", "hashing_algorithm", "tags", "max_connections", "max_channels"),
     "permissions[]": ("user", "vhost", "configure", "write", "read"),
     "topic_permissions[]": ("user", "vhost", "exchange", "write", "read"),
     "policies[]": ("name", "vhost", "pattern", "apply_to", "priority", "definition"),
@@ -348,7 +348,7 @@ def _vhosts(doc: dict[str, Any]) -> dict[str, VhostLimits] | None:
     return vhosts
 
 
-def _users(doc: dict[str, Any]) -> list[tuple[str, PasswordHash | None, tuple[str, ...]]] | None:
+def _users(doc: dict[str, Any]) -> list[UserDefinition] | None:
     tables = _named(doc, "users")
     if tables is None:
         return None
@@ -362,7 +362,11 @@ def _users(doc: dict[str, Any]) -> list[tuple[str, PasswordHash | None, tuple[st
                 password = parse_hash(value, algorithm)
             except ValueError as exc:
                 raise ConfigError(table.key("password_hash"), str(exc)) from None
-        users.append((name, password, table.str_list("tags", ())))
+        limits = UserLimits(
+            max_connections=table.integer("max_connections", None, -1),
+            max_channels=table.integer("max_channels", None, -1),
+        )
+        users.append(UserDefinition(name, password, table.str_list("tags", ()), limits=limits))
     return users
 
 
@@ -378,10 +382,10 @@ def _definitions(doc: dict[str, Any]) -> Definitions:
     users = _users(doc)
     default_user = users is None
     if users is None:  # RabbitMQ's default user (guest/guest, administrator)
-        users = [("guest", _GUEST_HASH, ("administrator",))]
+        users = [UserDefinition("guest", _GUEST_HASH, ("administrator",))]
     if vhosts is None:
         vhosts = {"/": VhostLimits()}
-    user_names = {name for name, _, _ in users}
+    user_names = {u.name for u in users}
     vhost_names = set(vhosts)
     permissions = []
     for t in _items(doc, "permissions"):
@@ -409,10 +413,7 @@ def _definitions(doc: dict[str, Any]) -> Definitions:
     loopback = _section(doc, "auth").str_list("loopback_users", ("guest",))
     return Definitions(
         vhosts=vhosts,
-        users=tuple(
-            UserDefinition(name, password, tags, loopback_only=name in loopback)
-            for name, password, tags in users
-        ),
+        users=tuple(attrs.evolve(u, loopback_only=u.name in loopback) for u in users),
         permissions=tuple(permissions),
         topic_permissions=tuple(topics),
         policies=tuple(policies),

@@ -25,7 +25,7 @@ import attrs
 from amqpd import __version__
 from amqpd.broker.broker import Broker
 from amqpd.broker.definitions import Definitions, UserDefinition
-from amqpd.broker.limits import VhostLimits
+from amqpd.broker.limits import UserLimits, VhostLimits
 from amqpd.broker.passwords import SHA256, parse_hash
 from amqpd.broker.permissions import Permission, TopicPermission, check_regex
 from amqpd.broker.policies import APPLY_TO, Policy, validate_definition
@@ -157,9 +157,15 @@ def parse_definitions(doc: Any) -> Imported:
             password = parse_hash(value, algorithm) if value else None
         except ValueError as exc:
             raise DefinitionsError(f"{e.key}.password_hash", str(exc)) from None
-        users.append(UserDefinition(name, password, _tags(e)))
-        if e.table("limits"):
-            unsupported.append(f"{e.key}.limits (user limits are not enforced)")
+        limits = e.table("limits")
+        for key in limits:
+            if key not in ("max-connections", "max-channels"):
+                unsupported.append(f"{e.key}.limits.{key}")
+        user_limits = UserLimits(
+            max_connections=_int(limits, "max-connections", f"{e.key}.limits"),
+            max_channels=_int(limits, "max-channels", f"{e.key}.limits"),
+        )
+        users.append(UserDefinition(name, password, _tags(e), limits=user_limits))
     vhosts: dict[str, VhostLimits] = {}
     for e in _entries(doc, "vhosts"):
         vhosts[e.string("name")] = VhostLimits()
@@ -174,8 +180,8 @@ def parse_definitions(doc: Any) -> Imported:
             if key not in ("max-connections", "max-queues"):
                 unsupported.append(f"{e.key}.value.{key}")
         vhosts[vhost] = VhostLimits(
-            max_connections=_int(limits, "max-connections", e.key),
-            max_queues=_int(limits, "max-queues", e.key),
+            max_connections=_int(limits, "max-connections", f"{e.key}.value"),
+            max_queues=_int(limits, "max-queues", f"{e.key}.value"),
         )
     permissions = [
         (
@@ -245,7 +251,7 @@ def _int(table: Mapping[str, Any], key: str, where: str) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int):
-        raise DefinitionsError(f"{where}.value.{key}", "must be an integer")
+        raise DefinitionsError(f"{where}.{key}", "must be an integer")
     return value
 
 
@@ -379,6 +385,10 @@ def _declare(what: str, action: Any) -> None:
 # ---------------------------------------------------------------------------- export
 
 
+def _limits(*pairs: tuple[str, int | None]) -> dict[str, int]:
+    return {key: value for key, value in pairs if value is not None}
+
+
 def to_rabbit_json(d: Definitions) -> dict[str, Any]:
     """``d`` in ``rabbitmqctl export_definitions`` form (no topology: nothing persists yet)."""
     return {
@@ -392,7 +402,10 @@ def to_rabbit_json(d: Definitions) -> dict[str, Any]:
                 "password_hash": u.password.value if u.password else "",
                 "hashing_algorithm": u.password.algorithm if u.password else SHA256,
                 "tags": list(u.tags),
-                "limits": {},
+                "limits": _limits(
+                    ("max-connections", u.limits.max_connections),
+                    ("max-channels", u.limits.max_channels),
+                ),
             }
             for u in d.users
         ],
@@ -410,14 +423,10 @@ def to_rabbit_json(d: Definitions) -> dict[str, Any]:
                 "vhost": name,
                 "component": "vhost-limits",
                 "name": "limits",
-                "value": {
-                    k: val
-                    for k, val in (
-                        ("max-connections", limits.max_connections),
-                        ("max-queues", limits.max_queues),
-                    )
-                    if val is not None
-                },
+                "value": _limits(
+                    ("max-connections", limits.max_connections),
+                    ("max-queues", limits.max_queues),
+                ),
             }
             for name, limits in d.vhosts.items()
             if limits.max_connections is not None or limits.max_queues is not None

@@ -45,6 +45,7 @@ class Env:
     user: str
     admin: str
     scrypt_user: str
+    limited_user: str  # max-connections 2, max-channels 2
     password: str = "pw-1"
 
     def url(self, user: str | None = None, vhost: str | None = None, password: str = "") -> str:
@@ -59,14 +60,17 @@ class Env:
 
 def _spec(rid: str) -> tuple[AccessSpec, Env]:
     v, nv, qv, cv = (f"ia-{rid}-{s}" for s in ("m", "noperm", "qlimit", "climit"))
-    user, admin, scrypt_user = (f"ia-{rid}-{s}" for s in ("user", "admin", "scrypt"))
-    env = Env("", 0, v, nv, qv, cv, user, admin, scrypt_user)
+    user, admin, scrypt_user, limited = (
+        f"ia-{rid}-{s}" for s in ("user", "admin", "scrypt", "limited")
+    )
+    env = Env("", 0, v, nv, qv, cv, user, admin, scrypt_user, limited)
     full = (".*", ".*", ".*")
     spec = AccessSpec(
         users=(
             UserSpec(user, env.password),
             UserSpec(admin, env.password),
             UserSpec(scrypt_user, env.password, SCRYPT),
+            UserSpec(limited, env.password, limits={"max-connections": 2, "max-channels": 2}),
         ),
         vhosts={v: {}, nv: {}, qv: {"max-queues": 1}, cv: {"max-connections": 1}},
         permissions=(
@@ -76,6 +80,7 @@ def _spec(rid: str) -> tuple[AccessSpec, Env]:
             PermSpec(user, qv, *full),
             PermSpec(user, cv, *full),
             PermSpec(scrypt_user, v, *full),
+            PermSpec(limited, v, *full),
         ),
         topic_permissions=(TopicSpec(user, v, "cr-topic", "^w\\.", "^r\\."),),
     )
@@ -441,3 +446,37 @@ def test_vhost_connection_limit(env):
         first.close()
     # The slot is free again once the first connection is gone.
     pika.BlockingConnection(pika.URLParameters(env.url(vhost=env.conn_limit_vhost))).close()
+
+
+# --- per-user limits ------------------------------------------------------------------------
+
+
+def test_user_connection_limit(env):
+    first = pika.BlockingConnection(pika.URLParameters(env.url(env.limited_user)))
+    second = pika.BlockingConnection(pika.URLParameters(env.url(env.limited_user)))
+    try:
+        assert _open_error(env.url(env.limited_user)) == (
+            530,
+            f"NOT_ALLOWED - connection refused for user '{env.limited_user}': user connection "
+            "limit (2) is reached",
+        )
+    finally:
+        first.close()
+        second.close()
+
+
+def test_user_channel_limit_counts_all_its_connections(env):
+    first = pika.BlockingConnection(pika.URLParameters(env.url(env.limited_user)))
+    second = pika.BlockingConnection(pika.URLParameters(env.url(env.limited_user)))
+    try:
+        first.channel()
+        second.channel()
+        with pytest.raises(pika.exceptions.ConnectionClosedByBroker) as info:
+            second.channel()
+        assert (info.value.reply_code, info.value.reply_text) == (
+            530,
+            f"NOT_ALLOWED - number of channels opened for user '{env.limited_user}' has reached "
+            "the maximum allowed user limit of (2)",
+        )
+    finally:
+        first.close()

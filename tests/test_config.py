@@ -186,9 +186,11 @@ ERRORS = [
     ('[users.alice]\ntags = "admin"', "users.alice.tags: must be a list of strings"),
     (
         '[users.alice]\npassword = "x"',
-        "users.alice.password: unknown key (known: password_hash, hashing_algorithm, tags)",
+        "users.alice.password: unknown key (known: password_hash, hashing_algorithm, tags, "
+        "max_connections, max_channels)",
     ),
     ('[users."a.b"]\ntags = 1', 'users."a.b".tags: must be a list of strings'),
+    ("[users.bob]\nmax_channels = -5", "users.bob.max_channels: must be at least -1, not -5"),
     (
         "permissions = 1",
         "permissions: must be an array of tables ([[permissions]]), not an integer",

@@ -53,11 +53,12 @@ def test_what_amqpd_does_not_read_is_listed(tmp_path):
     doc["parameters"].append(
         {"vhost": "imp-v", "component": "federation-upstream", "name": "up", "value": {}}
     )
-    doc["users"][0]["limits"] = {"max-connections": 3}
+    doc["users"][0]["limits"] = {"max-connections": 3, "max-bogus": 1}
     imported = parse_definitions(doc)
+    assert imported.definitions.users[0].limits.max_connections == 3
     assert imported.unsupported == (
         "global_parameters (not read by amqpd)",
-        "users[0].limits (user limits are not enforced)",
+        "users[0].limits.max-bogus",
         "parameters[1] (parameter component 'federation-upstream')",
     )
 

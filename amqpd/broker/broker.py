@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Hashable
 
 from amqpd.broker.definitions import ApplyReport, Definitions
-from amqpd.broker.limits import VhostLimits
+from amqpd.broker.limits import UserLimits, VhostLimits
 from amqpd.broker.passwords import PasswordHash
 from amqpd.broker.permissions import Access, Permission, PermissionTable
 from amqpd.broker.policies import Policy
@@ -35,6 +35,8 @@ class Broker:
         self.user_table = UserTable()
         self.permissions = PermissionTable()
         self.policies: dict[tuple[str, str], Policy] = {}
+        #: rabbitmqctl set_user_limits (max-connections, max-channels) by user name.
+        self.user_limits: dict[str, UserLimits] = {}
         #: Node-wide connection limit (config ``limits.max_connections``); None: no limit.
         self.max_connections: int | None = None
         self._connections: dict[Hashable, tuple[str, str]] = {}  # owner -> (user, vhost)
@@ -108,6 +110,9 @@ class Broker:
             )
         in_vhost = sum(1 for _, v in self._connections.values() if v == vhost_name)
         vhost.limits.check_connection(vhost_name, user.name, in_vhost)
+        limits = self.user_limits.get(user.name)
+        if limits is not None:
+            limits.check_connection(user.name, len(self.connections_of(user.name)))
         if self.permissions.get(user.name, vhost_name) is None:
             raise NotAllowed(f"access to vhost '{vhost_name}' refused for user '{user.name}'")
         self._connections[owner] = (user.name, vhost_name)
@@ -145,6 +150,7 @@ class Broker:
             if u.name not in self.users:
                 report.changes.append(f"added user {u.name!r}")
             self.add_user(u.name, u.password, tags=u.tags, loopback_only=u.loopback_only)
+        self.user_limits = {u.name: u.limits for u in d.users if u.limits != UserLimits()}
         table = PermissionTable()
         # A vhost kept for its messages keeps its permissions, so its users can drain it.
         for user, vhost, permission in self.permissions.items():
@@ -168,6 +174,16 @@ class Broker:
 
     def _on_vhost(self, vhost: str) -> list[Hashable]:
         return [owner for owner, (_, v) in self._connections.items() if v == vhost]
+
+    def check_channel_open(self, owner: Hashable, user: str) -> None:
+        """One more channel for ``user``: 530 over its max-channels (all its connections)."""
+        limits = self.user_limits.get(user)
+        if limits is None or limits.max_channels is None:
+            return
+        counts: list[int] = [
+            getattr(o, "channel_count", 0) for o in self.connections_of(user) if o is not owner
+        ]
+        limits.check_channel(user, sum(counts) + getattr(owner, "channel_count", 0))
 
     def close_connection(self, owner: Hashable) -> None:
         self._connections.pop(owner, None)
