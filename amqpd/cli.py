@@ -23,7 +23,7 @@ from pathlib import Path
 import structlog
 import trio
 
-from amqpd import __version__, definitions_io, passwords_cli, tls
+from amqpd import __version__, bootstrap, definitions_export, passwords_cli, tls
 from amqpd import config as config_module
 from amqpd.config import Config
 from amqpd.log import LOG_FORMATS, LOG_LEVELS, LogFormat, configure_logging
@@ -118,7 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[:1] == ["hash-password"]:
         return passwords_cli.main(argv[1:])
     if argv[:1] == ["export-definitions"]:
-        return definitions_io.export_main(argv[1:])
+        return definitions_export.export_main(argv[1:])
     if argv[:1] == ["gen-certs"]:
         return tls.gen_certs_main(argv[1:])
     parser = build_parser()
@@ -129,7 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.config is not None:
             config = load_config(args.config)
         try:
-            broker = config_module.build_broker(config, args.definitions, warnings.append)
+            broker = bootstrap.build_broker(config, args.definitions, warnings.append)
         except config_module.ConfigFileError as exc:
             raise UsageError(str(exc)) from None
         data_dir = prepare_data_dir(
@@ -157,7 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     server_config = ServerConfig(connection=config.connection if config else None)
     # SIGHUP re-reads the config file (users, permissions, vhosts, policies) live.
     reload = (
-        config_module.reloader(args.config, broker, args.definitions)
+        bootstrap.reloader(args.config, broker, args.definitions)
         if args.config is not None or args.definitions is not None
         else None
     )

@@ -12,9 +12,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from amqpd import passwords_cli
+from amqpd.bootstrap import build_broker
 from amqpd.broker.passwords import SHA256, hash_password, parse_hash
 from amqpd.cli import main
-from amqpd.config import SCHEMA, ConfigError, build_broker, load_config, parse_config
+from amqpd.config import SCHEMA, ConfigError, load_config, parse_config
 from amqpd.server import DEFAULT_LISTEN
 from amqpd.session.config import ConnectionConfig
 

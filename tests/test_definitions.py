@@ -11,10 +11,12 @@ import pika
 import pika.exceptions
 import pytest
 
+from amqpd.bootstrap import build_broker, effective_definitions
 from amqpd.broker.message import Message
 from amqpd.cli import main
-from amqpd.config import ConfigFileError, build_broker, effective_definitions
-from amqpd.definitions_io import parse_definitions, to_rabbit_json
+from amqpd.config import ConfigFileError
+from amqpd.definitions_export import to_rabbit_json
+from amqpd.definitions_io import parse_definitions
 from amqpd.pytest_plugin import start_amqpd
 
 # `rabbitmqctl export_definitions` of the RabbitMQ 3.10.8 oracle, after creating vhost imp-v,
