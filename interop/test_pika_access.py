@@ -176,28 +176,6 @@ def test_passive_declares_need_no_permission(env, user_conn):
     _ok(user_conn, lambda ch: ch.queue_declare("w-q", passive=True))
 
 
-def test_exchange_with_alternate_exchange_needs_read_on_it_and_write_on_the_ae(env, user_conn):
-    ae = {"alternate-exchange": "r-x"}
-    _expect(
-        user_conn,
-        lambda ch: ch.exchange_declare("c-ae", arguments=ae),
-        403,
-        _refused("exchange", "c-ae", env),
-    )
-    _expect(
-        user_conn,
-        lambda ch: ch.exchange_declare("cr-ae", arguments=ae),
-        403,
-        _refused("exchange", "r-x", env),
-    )
-    _ok(
-        user_conn,
-        lambda ch: ch.exchange_declare(
-            "cr-ae", arguments={"alternate-exchange": "w-x"}, auto_delete=True
-        ),
-    )
-
-
 def test_exchange_delete_needs_configure(env, user_conn):
     _expect(
         user_conn,
@@ -238,26 +216,28 @@ def test_server_named_queue_needs_configure_on_its_generated_name(env, user_conn
     assert info.value.reply_text.endswith(f"in vhost '{env.vhost}' refused for user '{env.user}'")
 
 
-def test_queue_with_dead_letter_exchange_needs_read_on_it_and_write_on_the_dlx(env, user_conn):
-    dlx = {"x-dead-letter-exchange": "r-x"}
-    _expect(
-        user_conn,
-        lambda ch: ch.queue_declare("c-dlq", arguments=dlx, exclusive=True),
-        403,
-        _refused("queue", "c-dlq", env),
-    )
-    _expect(
-        user_conn,
-        lambda ch: ch.queue_declare("cr-dlq", arguments=dlx, exclusive=True),
-        403,
-        _refused("exchange", "r-x", env),
-    )
-    _ok(
-        user_conn,
-        lambda ch: ch.queue_declare(
-            "cr-dlq", arguments={"x-dead-letter-exchange": "w-x"}, exclusive=True
-        ),
-    )
+def _declare_exchange_with(target: str) -> Callable[[str], Op]:
+    arguments = {"alternate-exchange": target}
+    return lambda name: lambda ch: ch.exchange_declare(name, arguments=arguments, auto_delete=True)
+
+
+def _declare_queue_with(target: str) -> Callable[[str], Op]:
+    arguments = {"x-dead-letter-exchange": target}
+    return lambda name: lambda ch: ch.queue_declare(name, arguments=arguments, exclusive=True)
+
+
+@pytest.mark.parametrize(
+    ("declare", "kind"),
+    [(_declare_exchange_with, "exchange"), (_declare_queue_with, "queue")],
+    ids=["exchange-with-alternate-exchange", "queue-with-dead-letter-exchange"],
+)
+def test_new_resource_pointing_at_an_exchange_needs_read_on_it_and_write_there(
+    env, user_conn, declare, kind
+):
+    # Configure on the new resource is not enough: read on it, then write on the target.
+    _expect(user_conn, declare("r-x")("c-new2"), 403, _refused(kind, "c-new2", env))
+    _expect(user_conn, declare("r-x")("cr-new2"), 403, _refused("exchange", "r-x", env))
+    _ok(user_conn, declare("w-x")("cr-new2"))
 
 
 def test_queue_delete_and_purge(env, user_conn):

@@ -71,7 +71,7 @@ class Broker:
         loopback_only: bool = False,
     ) -> User:
         """Add or replace a user; a ``str`` password is hashed here, never kept."""
-        return self.user_table.add(name, password, tags=tags, loopback_only=loopback_only)
+        return self.user_table.add(User(name, tuple(tags), loopback_only), password)
 
     def delete_user(self, name: str) -> None:
         self.user_table.delete(name)
