@@ -17,13 +17,13 @@ import functools
 import os
 import signal
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import structlog
 import trio
 
-from amqpd import __version__, bootstrap, definitions_export, passwords_cli, tls
+from amqpd import __version__, bootstrap, definitions_export, passwords_cli, pidfile, tls
 from amqpd import config as config_module
 from amqpd.config import Config
 from amqpd.log import LOG_FORMATS, LOG_LEVELS, LogFormat, configure_logging
@@ -84,6 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--config", type=Path, metavar="FILE", help="TOML configuration file")
     parser.add_argument(
+        "--pid-file",
+        type=Path,
+        metavar="FILE",
+        help="write the broker's pid here (for amqpd reload); removed on exit",
+    )
+    parser.add_argument(
         "--definitions",
         type=Path,
         metavar="FILE",
@@ -113,14 +119,20 @@ def prepare_data_dir(path: Path) -> Path:
     return path
 
 
+#: ``amqpd NAME ...``: tools that do their job and exit instead of running the broker.
+SUBCOMMANDS: dict[str, Callable[[list[str]], int]] = {
+    "hash-password": passwords_cli.main,
+    "export-definitions": definitions_export.export_main,
+    "gen-certs": tls.gen_certs_main,
+    "reload": pidfile.reload_main,
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["hash-password"]:
-        return passwords_cli.main(argv[1:])
-    if argv[:1] == ["export-definitions"]:
-        return definitions_export.export_main(argv[1:])
-    if argv[:1] == ["gen-certs"]:
-        return tls.gen_certs_main(argv[1:])
+    subcommand = SUBCOMMANDS.get(argv[0]) if argv else None
+    if subcommand is not None:
+        return subcommand(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)  # exits 2 with a usage message on bad arguments
     config: Config | None = None
@@ -169,8 +181,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             tls_addresses=config.tls_listeners if config else (),
             ssl_context=config.ssl_context if config else None,
         )
-        trio.run(run, broker, listen)
-    except ListenError as exc:
+        with pidfile.pid_file(args.pid_file):
+            trio.run(run, broker, listen)
+    except (ListenError, pidfile.PidFileError) as exc:
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)
         return EXIT_RUNTIME_ERROR
     except KeyboardInterrupt:
