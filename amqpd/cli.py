@@ -20,13 +20,13 @@ import functools
 import os
 import signal
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import structlog
 import trio
 
-from amqpd import __version__, definitions_io, passwords_cli, tls
+from amqpd import __version__, bootstrap, definitions_export, passwords_cli, pidfile, tls
 from amqpd import config as config_module
 from amqpd.config import Config
 from amqpd.log import LOG_FORMATS, LOG_LEVELS, LogFormat, configure_logging
@@ -89,6 +89,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--config", type=Path, metavar="FILE", help="TOML configuration file")
     parser.add_argument(
+        "--pid-file",
+        type=Path,
+        metavar="FILE",
+        help="write the broker's pid here (for amqpd reload); removed on exit",
+    )
+    parser.add_argument(
         "--definitions",
         type=Path,
         metavar="FILE",
@@ -125,14 +131,20 @@ def lock_data(path: Path) -> DataDirLock:
         raise UsageError(str(exc)) from None
 
 
+#: ``amqpd NAME ...``: tools that do their job and exit instead of running the broker.
+SUBCOMMANDS: dict[str, Callable[[list[str]], int]] = {
+    "hash-password": passwords_cli.main,
+    "export-definitions": definitions_export.export_main,
+    "gen-certs": tls.gen_certs_main,
+    "reload": pidfile.reload_main,
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["hash-password"]:
-        return passwords_cli.main(argv[1:])
-    if argv[:1] == ["export-definitions"]:
-        return definitions_io.export_main(argv[1:])
-    if argv[:1] == ["gen-certs"]:
-        return tls.gen_certs_main(argv[1:])
+    subcommand = SUBCOMMANDS.get(argv[0]) if argv else None
+    if subcommand is not None:
+        return subcommand(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)  # exits 2 with a usage message on bad arguments
     config: Config | None = None
@@ -141,7 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.config is not None:
             config = load_config(args.config)
         try:
-            broker, declare_topology = config_module.prepare_broker(
+            broker, declare_topology = bootstrap.prepare_broker(
                 config, args.definitions, warnings.append
             )
         except config_module.ConfigFileError as exc:
@@ -185,7 +197,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     server_config = ServerConfig(connection=config.connection if config else None)
     # SIGHUP re-reads the config file (users, permissions, vhosts, policies) live.
     reload = (
-        config_module.reloader(args.config, broker, args.definitions)
+        bootstrap.reloader(args.config, broker, args.definitions)
         if args.config is not None or args.definitions is not None
         else None
     )
@@ -198,8 +210,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             ssl_context=config.ssl_context if config else None,
             durable_log=durable,
         )
-        trio.run(run, broker, listen)
-    except ListenError as exc:
+        with pidfile.pid_file(args.pid_file):
+            trio.run(run, broker, listen)
+    except (ListenError, pidfile.PidFileError) as exc:
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)
         return EXIT_RUNTIME_ERROR
     except BaseExceptionGroup as group:

@@ -1,9 +1,9 @@
 """The TOML configuration file (``amqpd --config FILE``): read, validate, turn into values.
 
 Rules of this module (process edge: the core never imports it):
-- ``load_config(path)`` returns a frozen ``Config`` of plain values; ``build_broker(config)``
-  makes the ``Broker`` those values describe. Nothing global: the core gets what it needs as
-  arguments (``ConnectionConfig``, the broker's tables).
+- ``load_config(path)`` returns a frozen ``Config`` of plain values (``bootstrap.py`` makes
+  the ``Broker`` they describe). Nothing global: the core gets what it needs as arguments
+  (``ConnectionConfig``, the broker's ``Definitions``).
 - Every mistake is one ``ConfigError`` naming the key (``users.alice.password_hash``,
   ``permissions[0].configure``) and what is wrong; the CLI prints it as
   ``amqpd: error: FILE: KEY: PROBLEM`` and exits 2. Unknown keys are mistakes too: a typo
@@ -17,30 +17,19 @@ Rules of this module (process edge: the core never imports it):
 
 from __future__ import annotations
 
-import math
 import ssl
 import tomllib
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
 import attrs
-import structlog
 
-from amqpd.broker.broker import Broker
 from amqpd.broker.definitions import Definitions, UserDefinition
-from amqpd.broker.limits import VhostLimits
+from amqpd.broker.limits import UserLimits, VhostLimits
 from amqpd.broker.passwords import ALGORITHMS, SHA256, PasswordHash, parse_hash
-from amqpd.broker.permissions import Permission, TopicPermission, check_regex
+from amqpd.broker.permissions import Permission, TopicPermission
 from amqpd.broker.policies import APPLY_TO, Policy, validate_definition
-from amqpd.definitions_io import (
-    DefinitionsError,
-    Imported,
-    check,
-    declare_topology,
-    merge,
-    read_definitions,
-)
+from amqpd.config_table import ConfigError, Table, kind, name_key
 from amqpd.log import LOG_FORMATS, LOG_LEVELS, LogFormat
 from amqpd.protocol.constants import FRAME_MIN_SIZE
 from amqpd.server.listeners import ListenAddress, parse_listen
@@ -64,7 +53,7 @@ SCHEMA: dict[str, tuple[str, ...]] = {
     "logging": ("format", "level"),
     "auth": ("mechanisms", "loopback_users"),
     "vhosts.*": ("max_connections", "max_queues"),
-    "users.*": ("password_hash", "hashing_algorithm", "tags"),
+    "users.*": ("password_hash", "hashing_algorithm", "tags", "max_connections", "max_channels"),
     "permissions[]": ("user", "vhost", "configure", "write", "read"),
     "topic_permissions[]": ("user", "vhost", "exchange", "write", "read"),
     "policies[]": ("name", "vhost", "pattern", "apply_to", "priority", "definition"),
@@ -76,20 +65,11 @@ _U16 = 65535
 _MAX_MESSAGE_SIZE = 536870912  # RabbitMQ caps max_message_size at 512 MiB
 
 
-class ConfigError(Exception):
-    """One mistake in the config file: the dotted key and what is wrong with it."""
-
-    def __init__(self, key: str, problem: str) -> None:
-        super().__init__(f"{key}: {problem}" if key else problem)
-        self.key = key
-        self.problem = problem
-
-
 #: RabbitMQ's out-of-the-box definitions: vhost "/" and guest/guest with full access to it.
 _GUEST_HASH = PasswordHash(SHA256, "cu7Jv11osgRN5SWsBYQOG5xXinU0MXela0ifLA8FHGc3XKeE")
 
 
-def _default_definitions() -> Definitions:
+def default_definitions() -> Definitions:
     return Definitions(
         vhosts={"/": VhostLimits()},
         users=(UserDefinition("guest", _GUEST_HASH, ("administrator",), loopback_only=True),),
@@ -118,133 +98,32 @@ class Config:
     storage: StorageConfig = attrs.field(factory=StorageConfig)
     log_format: LogFormat | None = None
     log_level: str | None = None
-    definitions: Definitions = attrs.field(factory=_default_definitions)
+    definitions: Definitions = attrs.field(factory=default_definitions)
     loopback_users: tuple[str, ...] = ("guest",)
 
 
-# ---------------------------------------------------------------------------- reading
+def _section(doc: dict[str, Any], name: str) -> Table:
+    return Table(doc.get(name, {}), name, SCHEMA[name])
 
 
-class _Table:
-    """A TOML table being read: typed getters, and ``done()`` refuses leftover keys."""
-
-    def __init__(self, data: Any, path: str, known: tuple[str, ...]) -> None:
-        if not isinstance(data, dict):
-            raise ConfigError(path, f"must be a table, not {_kind(data)}")
-        self.data: dict[str, Any] = data
-        self.path = path
-        self.known = known
-        for key in data:
-            if key not in known:
-                raise ConfigError(self.key(key), f"unknown key (known: {', '.join(known)})")
-
-    def key(self, key: str) -> str:
-        return f"{self.path}.{key}" if self.path else key
-
-    def has(self, key: str) -> bool:
-        return key in self.data
-
-    def integer(
-        self, key: str, default: int | None, low: int, high: int | None = None
-    ) -> int | None:
-        if key not in self.data:
-            return default
-        value = self.data[key]
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(self.key(key), f"must be an integer, not {_kind(value)}")
-        if value < low or (high is not None and value > high):
-            bound = f"between {low} and {high}" if high is not None else f"at least {low}"
-            raise ConfigError(self.key(key), f"must be {bound}, not {value}")
-        return value
-
-    def number(self, key: str, default: float, low: float, high: float) -> float:
-        if key not in self.data:
-            return default
-        value = self.data[key]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
-            raise ConfigError(self.key(key), f"must be a number, not {_kind(value)}")
-        if not low <= value <= high:
-            raise ConfigError(self.key(key), f"must be between {low:g} and {high:g}, not {value}")
-        return float(value)
-
-    def string(self, key: str, default: str | None = None, *, required: bool = False) -> str | None:
-        if key not in self.data:
-            if required:
-                raise ConfigError(self.key(key), "is required")
-            return default
-        value = self.data[key]
-        if not isinstance(value, str):
-            raise ConfigError(self.key(key), f"must be a string, not {_kind(value)}")
-        return value
-
-    def required_str(self, key: str) -> str:
-        value = self.string(key, required=True)
-        assert value is not None
-        return value
-
-    def choice(self, key: str, choices: tuple[str, ...], default: str | None) -> str | None:
-        value = self.string(key, default)
-        if value is not None and value not in choices:
-            raise ConfigError(self.key(key), f"must be one of {', '.join(choices)}, not {value!r}")
-        return value
-
-    def str_list(self, key: str, default: tuple[str, ...]) -> tuple[str, ...]:
-        if key not in self.data:
-            return default
-        value = self.data[key]
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise ConfigError(self.key(key), "must be a list of strings")
-        return tuple(value)
-
-    def regex(self, key: str) -> str:
-        value = self.required_str(key)
-        try:
-            check_regex(value)
-        except ValueError as exc:
-            raise ConfigError(self.key(key), str(exc)) from None
-        return value
-
-
-def _kind(value: Any) -> str:
-    names = {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}
-    for t, name in names.items():
-        if type(value) is t:
-            return name
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "a table"
-    return type(value).__name__
-
-
-def _name_key(section: str, name: str) -> str:
-    # TOML needs quotes for names like "/" or "a.b": show the key the way it is written.
-    bare = name and all(c.isalnum() or c in "-_" for c in name)
-    return f"{section}.{name}" if bare else f'{section}."{name}"'
-
-
-def _section(doc: dict[str, Any], name: str) -> _Table:
-    return _Table(doc.get(name, {}), name, SCHEMA[name])
-
-
-def _items(doc: dict[str, Any], name: str) -> list[_Table]:
+def _items(doc: dict[str, Any], name: str) -> list[Table]:
     value = doc.get(name, [])
     if not isinstance(value, list):
-        raise ConfigError(name, f"must be an array of tables ([[{name}]]), not {_kind(value)}")
-    return [_Table(item, f"{name}[{i}]", SCHEMA[f"{name}[]"]) for i, item in enumerate(value)]
+        raise ConfigError(name, f"must be an array of tables ([[{name}]]), not {kind(value)}")
+    return [Table(item, f"{name}[{i}]", SCHEMA[f"{name}[]"]) for i, item in enumerate(value)]
 
 
-def _named(doc: dict[str, Any], name: str) -> dict[str, _Table] | None:
+def _named(doc: dict[str, Any], name: str) -> dict[str, Table] | None:
     if name not in doc:
         return None
     value = doc[name]
     if not isinstance(value, dict):
-        raise ConfigError(name, f"must be a table, not {_kind(value)}")
+        raise ConfigError(name, f"must be a table, not {kind(value)}")
     known = SCHEMA[f"{name}.*"]
-    return {key: _Table(item, _name_key(name, key), known) for key, item in value.items()}
+    return {key: Table(item, name_key(name, key), known) for key, item in value.items()}
 
 
-def _addresses(table: _Table, key: str) -> tuple[ListenAddress, ...]:
+def _addresses(table: Table, key: str) -> tuple[ListenAddress, ...]:
     try:
         return tuple(parse_listen(a) for a in table.str_list(key, ()))
     except ValueError as exc:
@@ -261,10 +140,10 @@ def _listeners(doc: dict[str, Any]) -> tuple[ListenAddress, ...] | None:
     return addresses
 
 
-def _flag(table: _Table, key: str) -> bool:
+def _flag(table: Table, key: str) -> bool:
     value = table.data.get(key, False)
     if not isinstance(value, bool):
-        raise ConfigError(table.key(key), f"must be true or false, not {_kind(value)}")
+        raise ConfigError(table.key(key), f"must be true or false, not {kind(value)}")
     return value
 
 
@@ -348,7 +227,7 @@ def _vhosts(doc: dict[str, Any]) -> dict[str, VhostLimits] | None:
     return vhosts
 
 
-def _users(doc: dict[str, Any]) -> list[tuple[str, PasswordHash | None, tuple[str, ...]]] | None:
+def _users(doc: dict[str, Any]) -> list[UserDefinition] | None:
     tables = _named(doc, "users")
     if tables is None:
         return None
@@ -362,11 +241,15 @@ def _users(doc: dict[str, Any]) -> list[tuple[str, PasswordHash | None, tuple[st
                 password = parse_hash(value, algorithm)
             except ValueError as exc:
                 raise ConfigError(table.key("password_hash"), str(exc)) from None
-        users.append((name, password, table.str_list("tags", ())))
+        limits = UserLimits(
+            max_connections=table.integer("max_connections", None, -1),
+            max_channels=table.integer("max_channels", None, -1),
+        )
+        users.append(UserDefinition(name, password, table.str_list("tags", ()), limits=limits))
     return users
 
 
-def _known(table: _Table, key: str, names: set[str] | None, what: str) -> str:
+def _known(table: Table, key: str, names: set[str] | None, what: str) -> str:
     value = table.required_str(key) if key == "user" else table.string(key, "/") or "/"
     if names is not None and value not in names:
         raise ConfigError(table.key(key), f"no {what} {value!r} is defined")
@@ -378,10 +261,10 @@ def _definitions(doc: dict[str, Any]) -> Definitions:
     users = _users(doc)
     default_user = users is None
     if users is None:  # RabbitMQ's default user (guest/guest, administrator)
-        users = [("guest", _GUEST_HASH, ("administrator",))]
+        users = [UserDefinition("guest", _GUEST_HASH, ("administrator",))]
     if vhosts is None:
         vhosts = {"/": VhostLimits()}
-    user_names = {name for name, _, _ in users}
+    user_names = {u.name for u in users}
     vhost_names = set(vhosts)
     permissions = []
     for t in _items(doc, "permissions"):
@@ -409,10 +292,7 @@ def _definitions(doc: dict[str, Any]) -> Definitions:
     loopback = _section(doc, "auth").str_list("loopback_users", ("guest",))
     return Definitions(
         vhosts=vhosts,
-        users=tuple(
-            UserDefinition(name, password, tags, loopback_only=name in loopback)
-            for name, password, tags in users
-        ),
+        users=tuple(attrs.evolve(u, loopback_only=u.name in loopback) for u in users),
         permissions=tuple(permissions),
         topic_permissions=tuple(topics),
         policies=tuple(policies),
@@ -422,7 +302,7 @@ def _definitions(doc: dict[str, Any]) -> Definitions:
     )
 
 
-def _policy(t: _Table, vhost_names: set[str]) -> Policy:
+def _policy(t: Table, vhost_names: set[str]) -> Policy:
     name = t.required_str("name")
     vhost = _known(t, "vhost", vhost_names, "vhost")
     pattern = t.regex("pattern")
@@ -432,7 +312,7 @@ def _policy(t: _Table, vhost_names: set[str]) -> Policy:
         raise ConfigError(t.key("definition"), "is required")
     definition = t.data["definition"]
     if not isinstance(definition, dict):
-        raise ConfigError(t.key("definition"), f"must be a table, not {_kind(definition)}")
+        raise ConfigError(t.key("definition"), f"must be a table, not {kind(definition)}")
     for key, problem in validate_definition(definition):
         where = f'{t.key("definition")}."{key}"' if key else t.key("definition")
         raise ConfigError(where, problem)
@@ -483,107 +363,3 @@ def read_config_file(path: Path) -> Config:
         raise ConfigFileError(f"invalid config file {path}: {exc}") from None
     except ConfigError as exc:
         raise ConfigFileError(f"{path}: {exc}") from None
-
-
-# ---------------------------------------------------------------------------- applying
-
-
-def effective_definitions(
-    config: Config | None, definitions: Path | None = None
-) -> tuple[Definitions, Imported | None]:
-    """The config's definitions plus a RabbitMQ definitions file's (``--definitions``)."""
-    base = config.definitions if config is not None else _default_definitions()
-    if definitions is None:
-        return base, None
-    try:
-        imported = read_definitions(definitions)
-        loopback = config.loopback_users if config is not None else ("guest",)
-        merged = merge(base, imported.definitions, loopback)
-        check(merged)
-    except DefinitionsError as exc:
-        text = str(exc)
-        raise ConfigFileError(
-            text if text.startswith(str(definitions)) else f"{definitions}: {text}"
-        ) from None
-    return merged, imported
-
-
-def build_broker(
-    config: Config | None = None,
-    definitions: Path | None = None,
-    warn: Callable[[str], None] | None = None,
-) -> Broker:
-    """The broker the config (and definitions file) describe; ``ConfigFileError`` if unusable.
-
-    ``None`` for both: RabbitMQ's defaults. Imported exchanges, queues and bindings are
-    declared; whatever the definitions file has that amqpd does not read goes to ``warn``.
-    """
-    broker, declare = prepare_broker(config, definitions, warn)
-    declare()
-    return broker
-
-
-def prepare_broker(
-    config: Config | None = None,
-    definitions: Path | None = None,
-    warn: Callable[[str], None] | None = None,
-) -> tuple[Broker, Callable[[], None]]:
-    """``build_broker`` in two steps: the broker with its vhosts, users, permissions and
-    policies, and a function that declares the imported topology.
-
-    The CLI recovers the data directory between the two, so that imported durable
-    exchanges, queues and bindings reach the durable log, as RabbitMQ imports definitions
-    after its own recovery at boot.
-    """
-    if config is None and definitions is None:
-        return Broker(), lambda: None
-    wanted, imported = effective_definitions(config, definitions)
-    broker = Broker(default_user=False)
-    broker.max_connections = config.max_connections if config is not None else None
-    broker.apply_definitions(wanted)
-
-    def declare() -> None:
-        if imported is None:
-            return
-        try:
-            declare_topology(broker, imported)
-        except DefinitionsError as exc:
-            raise ConfigFileError(f"{definitions}: {exc}") from None
-        for item in imported.unsupported:
-            if warn is not None:
-                warn(f"definitions file {definitions}: not imported: {item}")
-
-    return broker, declare
-
-
-def reloader(
-    path: Path | None, broker: Broker, definitions: Path | None = None
-) -> Callable[[], list[tuple[Any, str]]]:
-    """The SIGHUP action: re-read the config (and definitions) file, apply to ``broker``.
-
-    An unusable file changes nothing and is logged. Listener, limit and storage settings
-    need a restart; vhosts, users, permissions, topic permissions, policies, vhost limits
-    and the node connection limit apply at once. Imported topology is not re-declared.
-    """
-    log = structlog.get_logger("amqpd.config")
-
-    def reload() -> list[tuple[Any, str]]:
-        try:
-            config = read_config_file(path) if path is not None else None
-            wanted, _ = effective_definitions(config, definitions)
-        except ConfigFileError as exc:
-            log.error("reload refused, nothing changed", error=str(exc))
-            return []
-        report = broker.apply_definitions(wanted)
-        broker.max_connections = config.max_connections if config is not None else None
-        for change in report.changes:
-            log.info("reload: " + change)
-        for vhost in report.kept_vhosts:
-            log.warning(
-                "reload: vhost not deleted: it still holds messages; empty it first",
-                vhost=vhost,
-            )
-        log.info("reload done", config=str(path), connections_closed=len(report.to_close))
-        return report.to_close
-
-    return reload

@@ -9,8 +9,7 @@ Rules of this module (process edge; the format of RabbitMQ 3.x ``rabbit_definiti
   and what is wrong, as for the config file.
 - ``merge`` adds imported definitions to the config file's: an entry of the same name
   (user, vhost, (user, vhost) permission, (vhost, name) policy) is replaced by the file's.
-- ``to_rabbit_json`` writes the same format back (``amqpd export-definitions``); RabbitMQ
-  itself cannot verify scrypt hashes, which keep ``"hashing_algorithm": "scrypt"``.
+- Writing the format back is ``definitions_export.py``.
 """
 
 from __future__ import annotations
@@ -22,10 +21,9 @@ from typing import Any
 
 import attrs
 
-from amqpd import __version__
 from amqpd.broker.broker import Broker
 from amqpd.broker.definitions import Definitions, UserDefinition
-from amqpd.broker.limits import VhostLimits
+from amqpd.broker.limits import UserLimits, VhostLimits
 from amqpd.broker.passwords import SHA256, parse_hash
 from amqpd.broker.permissions import Permission, TopicPermission, check_regex
 from amqpd.broker.policies import APPLY_TO, Policy, validate_definition
@@ -157,9 +155,15 @@ def parse_definitions(doc: Any) -> Imported:
             password = parse_hash(value, algorithm) if value else None
         except ValueError as exc:
             raise DefinitionsError(f"{e.key}.password_hash", str(exc)) from None
-        users.append(UserDefinition(name, password, _tags(e)))
-        if e.table("limits"):
-            unsupported.append(f"{e.key}.limits (user limits are not enforced)")
+        limits = e.table("limits")
+        for key in limits:
+            if key not in ("max-connections", "max-channels"):
+                unsupported.append(f"{e.key}.limits.{key}")
+        user_limits = UserLimits(
+            max_connections=_int(limits, "max-connections", f"{e.key}.limits"),
+            max_channels=_int(limits, "max-channels", f"{e.key}.limits"),
+        )
+        users.append(UserDefinition(name, password, _tags(e), limits=user_limits))
     vhosts: dict[str, VhostLimits] = {}
     for e in _entries(doc, "vhosts"):
         vhosts[e.string("name")] = VhostLimits()
@@ -174,8 +178,8 @@ def parse_definitions(doc: Any) -> Imported:
             if key not in ("max-connections", "max-queues"):
                 unsupported.append(f"{e.key}.value.{key}")
         vhosts[vhost] = VhostLimits(
-            max_connections=_int(limits, "max-connections", e.key),
-            max_queues=_int(limits, "max-queues", e.key),
+            max_connections=_int(limits, "max-connections", f"{e.key}.value"),
+            max_queues=_int(limits, "max-queues", f"{e.key}.value"),
         )
     permissions = [
         (
@@ -245,7 +249,7 @@ def _int(table: Mapping[str, Any], key: str, where: str) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int):
-        raise DefinitionsError(f"{where}.value.{key}", "must be an integer")
+        raise DefinitionsError(f"{where}.{key}", "must be an integer")
     return value
 
 
@@ -374,94 +378,3 @@ def _declare(what: str, action: Any) -> None:
         action()
     except AMQPError as exc:
         raise DefinitionsError(what, exc.detail) from None
-
-
-# ---------------------------------------------------------------------------- export
-
-
-def to_rabbit_json(d: Definitions) -> dict[str, Any]:
-    """``d`` in ``rabbitmqctl export_definitions`` form (no topology: nothing persists yet)."""
-    return {
-        "rabbit_version": "3.13.7",
-        "rabbitmq_version": "3.13.7",
-        "product_name": "amqpd",
-        "product_version": __version__,
-        "users": [
-            {
-                "name": u.name,
-                "password_hash": u.password.value if u.password else "",
-                "hashing_algorithm": u.password.algorithm if u.password else SHA256,
-                "tags": list(u.tags),
-                "limits": {},
-            }
-            for u in d.users
-        ],
-        "vhosts": [{"name": name} for name in d.vhosts],
-        "permissions": [
-            {"user": u, "vhost": v, "configure": p.configure, "write": p.write, "read": p.read}
-            for u, v, p in d.permissions
-        ],
-        "topic_permissions": [
-            {"user": u, "vhost": v, "exchange": t.exchange, "write": t.write, "read": t.read}
-            for u, v, t in d.topic_permissions
-        ],
-        "parameters": [
-            {
-                "vhost": name,
-                "component": "vhost-limits",
-                "name": "limits",
-                "value": {
-                    k: val
-                    for k, val in (
-                        ("max-connections", limits.max_connections),
-                        ("max-queues", limits.max_queues),
-                    )
-                    if val is not None
-                },
-            }
-            for name, limits in d.vhosts.items()
-            if limits.max_connections is not None or limits.max_queues is not None
-        ],
-        "global_parameters": [],
-        "policies": [
-            {
-                "vhost": p.vhost,
-                "name": p.name,
-                "pattern": p.pattern,
-                "apply-to": p.apply_to,
-                "definition": dict(p.definition),
-                "priority": p.priority,
-            }
-            for p in d.policies
-        ],
-        "queues": [],
-        "exchanges": [],
-        "bindings": [],
-    }
-
-
-def export_main(argv: list[str]) -> int:
-    """``amqpd export-definitions``: the definitions a config (and definitions file) give."""
-    import argparse
-    import sys
-
-    from amqpd.config import ConfigFileError, effective_definitions, read_config_file
-
-    parser = argparse.ArgumentParser(
-        prog="amqpd export-definitions",
-        description="Write the users, vhosts, permissions, topic permissions, vhost limits and "
-        "policies of a config file (and --definitions file) as RabbitMQ definitions JSON, for "
-        "rabbitmqctl import_definitions. Exchanges, queues and bindings of a running broker "
-        "are not exported (amqpd keeps no definitions on disk yet).",
-    )
-    parser.add_argument("--config", type=Path, metavar="FILE")
-    parser.add_argument("--definitions", type=Path, metavar="FILE")
-    args = parser.parse_args(argv)
-    try:
-        config = read_config_file(args.config) if args.config is not None else None
-        definitions, _ = effective_definitions(config, args.definitions)
-    except ConfigFileError as exc:
-        parser.exit(2, f"{parser.prog}: error: {exc}\n")
-    json.dump(to_rabbit_json(definitions), sys.stdout, indent=2)
-    sys.stdout.write("\n")
-    return 0

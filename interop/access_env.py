@@ -29,6 +29,8 @@ class UserSpec:
     password: str
     #: How amqpd stores it (RabbitMQ always uses its own default, SHA-256).
     algorithm: str = SHA256
+    #: rabbitmqctl set_user_limits, e.g. {"max-connections": 1, "max-channels": 2}.
+    limits: dict[str, int] = attrs.field(factory=dict)
 
 
 @attrs.frozen
@@ -66,7 +68,9 @@ def to_toml(spec: AccessSpec) -> str:
     lines = ["[users.guest]", f"password_hash = {_q(hash_password('guest', SHA256).value)}", ""]
     for u in spec.users:
         lines += [f"[users.{_q(u.name)}]"]
-        lines += [f"password_hash = {_q(hash_password(u.password, u.algorithm).value)}", ""]
+        lines += [f"password_hash = {_q(hash_password(u.password, u.algorithm).value)}"]
+        lines += [f"{key.replace('-', '_')} = {value}" for key, value in u.limits.items()]
+        lines.append("")
     lines += ['[vhosts."/"]', ""]
     for name, limits in spec.vhosts.items():
         lines.append(f"[vhosts.{_q(name)}]")
@@ -105,6 +109,8 @@ class RabbitCtl:
                 self.run("set_vhost_limits", "-p", name, json.dumps(limits))
         for u in spec.users:
             self.run("add_user", u.name, u.password)
+            if u.limits:
+                self.run("set_user_limits", u.name, json.dumps(u.limits))
         for p in spec.permissions:
             self.run("set_permissions", "-p", p.vhost, p.user, p.configure, p.write, p.read)
         for t in spec.topic_permissions:

@@ -45,6 +45,7 @@ class Env:
     user: str
     admin: str
     scrypt_user: str
+    limited_user: str  # max-connections 2, max-channels 2
     password: str = "pw-1"
 
     def url(self, user: str | None = None, vhost: str | None = None, password: str = "") -> str:
@@ -59,14 +60,17 @@ class Env:
 
 def _spec(rid: str) -> tuple[AccessSpec, Env]:
     v, nv, qv, cv = (f"ia-{rid}-{s}" for s in ("m", "noperm", "qlimit", "climit"))
-    user, admin, scrypt_user = (f"ia-{rid}-{s}" for s in ("user", "admin", "scrypt"))
-    env = Env("", 0, v, nv, qv, cv, user, admin, scrypt_user)
+    user, admin, scrypt_user, limited = (
+        f"ia-{rid}-{s}" for s in ("user", "admin", "scrypt", "limited")
+    )
+    env = Env("", 0, v, nv, qv, cv, user, admin, scrypt_user, limited)
     full = (".*", ".*", ".*")
     spec = AccessSpec(
         users=(
             UserSpec(user, env.password),
             UserSpec(admin, env.password),
             UserSpec(scrypt_user, env.password, SCRYPT),
+            UserSpec(limited, env.password, limits={"max-connections": 2, "max-channels": 2}),
         ),
         vhosts={v: {}, nv: {}, qv: {"max-queues": 1}, cv: {"max-connections": 1}},
         permissions=(
@@ -76,6 +80,7 @@ def _spec(rid: str) -> tuple[AccessSpec, Env]:
             PermSpec(user, qv, *full),
             PermSpec(user, cv, *full),
             PermSpec(scrypt_user, v, *full),
+            PermSpec(limited, v, *full),
         ),
         topic_permissions=(TopicSpec(user, v, "cr-topic", "^w\\.", "^r\\."),),
     )
@@ -171,28 +176,6 @@ def test_passive_declares_need_no_permission(env, user_conn):
     _ok(user_conn, lambda ch: ch.queue_declare("w-q", passive=True))
 
 
-def test_exchange_with_alternate_exchange_needs_read_on_it_and_write_on_the_ae(env, user_conn):
-    ae = {"alternate-exchange": "r-x"}
-    _expect(
-        user_conn,
-        lambda ch: ch.exchange_declare("c-ae", arguments=ae),
-        403,
-        _refused("exchange", "c-ae", env),
-    )
-    _expect(
-        user_conn,
-        lambda ch: ch.exchange_declare("cr-ae", arguments=ae),
-        403,
-        _refused("exchange", "r-x", env),
-    )
-    _ok(
-        user_conn,
-        lambda ch: ch.exchange_declare(
-            "cr-ae", arguments={"alternate-exchange": "w-x"}, auto_delete=True
-        ),
-    )
-
-
 def test_exchange_delete_needs_configure(env, user_conn):
     _expect(
         user_conn,
@@ -233,26 +216,28 @@ def test_server_named_queue_needs_configure_on_its_generated_name(env, user_conn
     assert info.value.reply_text.endswith(f"in vhost '{env.vhost}' refused for user '{env.user}'")
 
 
-def test_queue_with_dead_letter_exchange_needs_read_on_it_and_write_on_the_dlx(env, user_conn):
-    dlx = {"x-dead-letter-exchange": "r-x"}
-    _expect(
-        user_conn,
-        lambda ch: ch.queue_declare("c-dlq", arguments=dlx, exclusive=True),
-        403,
-        _refused("queue", "c-dlq", env),
-    )
-    _expect(
-        user_conn,
-        lambda ch: ch.queue_declare("cr-dlq", arguments=dlx, exclusive=True),
-        403,
-        _refused("exchange", "r-x", env),
-    )
-    _ok(
-        user_conn,
-        lambda ch: ch.queue_declare(
-            "cr-dlq", arguments={"x-dead-letter-exchange": "w-x"}, exclusive=True
-        ),
-    )
+def _declare_exchange_with(target: str) -> Callable[[str], Op]:
+    arguments = {"alternate-exchange": target}
+    return lambda name: lambda ch: ch.exchange_declare(name, arguments=arguments, auto_delete=True)
+
+
+def _declare_queue_with(target: str) -> Callable[[str], Op]:
+    arguments = {"x-dead-letter-exchange": target}
+    return lambda name: lambda ch: ch.queue_declare(name, arguments=arguments, exclusive=True)
+
+
+@pytest.mark.parametrize(
+    ("declare", "kind"),
+    [(_declare_exchange_with, "exchange"), (_declare_queue_with, "queue")],
+    ids=["exchange-with-alternate-exchange", "queue-with-dead-letter-exchange"],
+)
+def test_new_resource_pointing_at_an_exchange_needs_read_on_it_and_write_there(
+    env, user_conn, declare, kind
+):
+    # Configure on the new resource is not enough: read on it, then write on the target.
+    _expect(user_conn, declare("r-x")("c-new2"), 403, _refused(kind, "c-new2", env))
+    _expect(user_conn, declare("r-x")("cr-new2"), 403, _refused("exchange", "r-x", env))
+    _ok(user_conn, declare("w-x")("cr-new2"))
 
 
 def test_queue_delete_and_purge(env, user_conn):
@@ -441,3 +426,37 @@ def test_vhost_connection_limit(env):
         first.close()
     # The slot is free again once the first connection is gone.
     pika.BlockingConnection(pika.URLParameters(env.url(vhost=env.conn_limit_vhost))).close()
+
+
+# --- per-user limits ------------------------------------------------------------------------
+
+
+def test_user_connection_limit(env):
+    first = pika.BlockingConnection(pika.URLParameters(env.url(env.limited_user)))
+    second = pika.BlockingConnection(pika.URLParameters(env.url(env.limited_user)))
+    try:
+        assert _open_error(env.url(env.limited_user)) == (
+            530,
+            f"NOT_ALLOWED - connection refused for user '{env.limited_user}': user connection "
+            "limit (2) is reached",
+        )
+    finally:
+        first.close()
+        second.close()
+
+
+def test_user_channel_limit_counts_all_its_connections(env):
+    first = pika.BlockingConnection(pika.URLParameters(env.url(env.limited_user)))
+    second = pika.BlockingConnection(pika.URLParameters(env.url(env.limited_user)))
+    try:
+        first.channel()
+        second.channel()
+        with pytest.raises(pika.exceptions.ConnectionClosedByBroker) as info:
+            second.channel()
+        assert (info.value.reply_code, info.value.reply_text) == (
+            530,
+            f"NOT_ALLOWED - number of channels opened for user '{env.limited_user}' has reached "
+            "the maximum allowed user limit of (2)",
+        )
+    finally:
+        first.close()

@@ -12,9 +12,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from amqpd import passwords_cli
+from amqpd.bootstrap import build_broker
 from amqpd.broker.passwords import SHA256, hash_password, parse_hash
 from amqpd.cli import main
-from amqpd.config import SCHEMA, ConfigError, build_broker, load_config, parse_config
+from amqpd.config import SCHEMA, ConfigError, load_config, parse_config
 from amqpd.server import DEFAULT_LISTEN
 from amqpd.session.config import ConnectionConfig
 
@@ -186,9 +187,11 @@ ERRORS = [
     ('[users.alice]\ntags = "admin"', "users.alice.tags: must be a list of strings"),
     (
         '[users.alice]\npassword = "x"',
-        "users.alice.password: unknown key (known: password_hash, hashing_algorithm, tags)",
+        "users.alice.password: unknown key (known: password_hash, hashing_algorithm, tags, "
+        "max_connections, max_channels)",
     ),
     ('[users."a.b"]\ntags = 1', 'users."a.b".tags: must be a list of strings'),
+    ("[users.bob]\nmax_channels = -5", "users.bob.max_channels: must be at least -1, not -5"),
     (
         "permissions = 1",
         "permissions: must be an array of tables ([[permissions]]), not an integer",

@@ -11,10 +11,12 @@ import pika
 import pika.exceptions
 import pytest
 
+from amqpd.bootstrap import build_broker, effective_definitions
 from amqpd.broker.message import Message
 from amqpd.cli import main
-from amqpd.config import ConfigFileError, build_broker, effective_definitions
-from amqpd.definitions_io import parse_definitions, to_rabbit_json
+from amqpd.config import ConfigFileError
+from amqpd.definitions_export import to_rabbit_json
+from amqpd.definitions_io import parse_definitions
 from amqpd.pytest_plugin import start_amqpd
 
 # `rabbitmqctl export_definitions` of the RabbitMQ 3.10.8 oracle, after creating vhost imp-v,
@@ -53,11 +55,12 @@ def test_what_amqpd_does_not_read_is_listed(tmp_path):
     doc["parameters"].append(
         {"vhost": "imp-v", "component": "federation-upstream", "name": "up", "value": {}}
     )
-    doc["users"][0]["limits"] = {"max-connections": 3}
+    doc["users"][0]["limits"] = {"max-connections": 3, "max-bogus": 1}
     imported = parse_definitions(doc)
+    assert imported.definitions.users[0].limits.max_connections == 3
     assert imported.unsupported == (
         "global_parameters (not read by amqpd)",
-        "users[0].limits (user limits are not enforced)",
+        "users[0].limits.max-bogus",
         "parameters[1] (parameter component 'federation-upstream')",
     )
 

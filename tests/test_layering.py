@@ -1,7 +1,8 @@
 """The layering of docs/internals.md, enforced: imports point down, only the edge uses trio.
 
-Layers, top to bottom: edge (cli, log, pytest_plugin, __main__) > server > session > broker >
-storage > protocol > errors. A module may import its own layer and any layer its row lists.
+Layers, top to bottom: edge (cli, config, config_table, bootstrap, definitions_io,
+definitions_export, tls, passwords_cli, pidfile, log, pytest_plugin, __main__) > server > session >
+broker > storage > protocol > errors. A module may import its own layer and any layer its row lists.
 """
 
 from __future__ import annotations

@@ -100,3 +100,40 @@ def test_sighup_applies_users_vhosts_and_permissions(tmp_path):
     assert code == 0, server.log_tail
     assert "users.bob.password_hash: must be a string, not an integer" in server.log_tail
     assert "Traceback" not in server.log_tail
+
+
+def test_amqpd_reload_signals_the_broker_named_by_its_pid_file(tmp_path):
+    from amqpd.cli import main
+
+    config = tmp_path / "amqpd.toml"
+    config.write_text(_config({"guest": "guest", "alice": "pa"}, ["/"], [("alice", "/")]))
+    pid_file = tmp_path / "amqpd.pid"
+    server = start_amqpd(
+        tmp_path / "data", extra_args=["--config", str(config), "--pid-file", str(pid_file)]
+    )
+    try:
+        assert pid_file.read_text() == f"{server.process.pid}\n"
+        alice = _connect(server.port, "alice", "pa")
+        config.write_text(_config({"guest": "guest"}, ["/"], [("guest", "/")]))
+        assert main(["reload", "--pid-file", str(pid_file)]) == 0
+        assert _closed_by_broker(alice) == (320, "CONNECTION_FORCED - user 'alice' is deleted")
+    finally:
+        assert server.stop() == 0, server.log_tail
+    assert not pid_file.exists()  # removed on exit
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [(None, "cannot read pid file"), ("junk", "does not hold a process id: 'junk'")],
+)
+def test_amqpd_reload_errors(tmp_path, capsys, content, message):
+    from amqpd.cli import main
+
+    pid_file = tmp_path / "amqpd.pid"
+    if content is not None:
+        pid_file.write_text(content)
+    with pytest.raises(SystemExit) as info:
+        main(["reload", "--pid-file", str(pid_file)])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("amqpd reload: error: ") and message in err and err.count("\n") == 1

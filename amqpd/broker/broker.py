@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Hashable
 
 from amqpd.broker.definitions import ApplyReport, Definitions
-from amqpd.broker.limits import VhostLimits
+from amqpd.broker.limits import UserLimits, VhostLimits
 from amqpd.broker.passwords import PasswordHash
 from amqpd.broker.permissions import Access, Permission, PermissionTable
 from amqpd.broker.policies import Policy
@@ -49,6 +49,8 @@ class Broker:
         self.user_table = UserTable()
         self.permissions = PermissionTable()
         self.policies: dict[tuple[str, str], Policy] = {}
+        #: rabbitmqctl set_user_limits (max-connections, max-channels) by user name.
+        self.user_limits: dict[str, UserLimits] = {}
         #: Node-wide connection limit (config ``limits.max_connections``); None: no limit.
         self.max_connections: int | None = None
         self._connections: dict[Hashable, tuple[str, str]] = {}  # owner -> (user, vhost)
@@ -108,7 +110,7 @@ class Broker:
         loopback_only: bool = False,
     ) -> User:
         """Add or replace a user; a ``str`` password is hashed here, never kept."""
-        return self.user_table.add(name, password, tags=tags, loopback_only=loopback_only)
+        return self.user_table.add(User(name, tuple(tags), loopback_only), password)
 
     def delete_user(self, name: str) -> None:
         self.user_table.delete(name)
@@ -147,6 +149,9 @@ class Broker:
             )
         in_vhost = sum(1 for _, v in self._connections.values() if v == vhost_name)
         vhost.limits.check_connection(vhost_name, user.name, in_vhost)
+        limits = self.user_limits.get(user.name)
+        if limits is not None:
+            limits.check_connection(user.name, len(self.connections_of(user.name)))
         if self.permissions.get(user.name, vhost_name) is None:
             raise NotAllowed(f"access to vhost '{vhost_name}' refused for user '{user.name}'")
         self._connections[owner] = (user.name, vhost_name)
@@ -184,6 +189,7 @@ class Broker:
             if u.name not in self.users:
                 report.changes.append(f"added user {u.name!r}")
             self.add_user(u.name, u.password, tags=u.tags, loopback_only=u.loopback_only)
+        self.user_limits = {u.name: u.limits for u in d.users if u.limits != UserLimits()}
         table = PermissionTable()
         # A vhost kept for its messages keeps its permissions, so its users can drain it.
         for user, vhost, permission in self.permissions.items():
@@ -207,6 +213,16 @@ class Broker:
 
     def _on_vhost(self, vhost: str) -> list[Hashable]:
         return [owner for owner, (_, v) in self._connections.items() if v == vhost]
+
+    def check_channel_open(self, owner: Hashable, user: str) -> None:
+        """One more channel for ``user``: 530 over its max-channels (all its connections)."""
+        limits = self.user_limits.get(user)
+        if limits is None or limits.max_channels is None:
+            return
+        counts: list[int] = [
+            getattr(o, "channel_count", 0) for o in self.connections_of(user) if o is not owner
+        ]
+        limits.check_channel(user, sum(counts) + getattr(owner, "channel_count", 0))
 
     def close_connection(self, owner: Hashable) -> None:
         self._connections.pop(owner, None)

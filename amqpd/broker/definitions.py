@@ -14,7 +14,7 @@ from collections.abc import Hashable, Mapping
 
 import attrs
 
-from amqpd.broker.limits import VhostLimits
+from amqpd.broker.limits import UserLimits, VhostLimits
 from amqpd.broker.passwords import PasswordHash
 from amqpd.broker.permissions import Permission, TopicPermission
 from amqpd.broker.policies import Policy
@@ -26,6 +26,7 @@ class UserDefinition:
     password: PasswordHash | None
     tags: tuple[str, ...] = ()
     loopback_only: bool = False
+    limits: UserLimits = attrs.field(factory=UserLimits)
 
 
 @attrs.frozen

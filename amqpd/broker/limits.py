@@ -1,4 +1,4 @@
-"""Per-vhost limits (``rabbitmqctl set_vhost_limits``) and their RabbitMQ errors.
+"""Per-vhost and per-user limits (``set_vhost_limits``, ``set_user_limits``), RabbitMQ's errors.
 
 Rules of this module (``rabbit_vhost_limit``, ``rabbit_reader``, ``rabbit_channel``;
 https://www.rabbitmq.com/docs/vhosts#limits), texts checked on the oracle:
@@ -7,6 +7,10 @@ https://www.rabbitmq.com/docs/vhosts#limits), texts checked on the oracle:
   refused for user 'u': connection limit (N) is reached".
 - max-queues is checked when a queue.declare would create a queue (a redeclare is fine):
   406 PRECONDITION_FAILED "cannot declare queue 'q': queue limit in vhost 'v' (N) is reached".
+- A user's max-connections is checked at connection.open after the vhost's: 530 "connection
+  refused for user 'u': user connection limit (N) is reached"; max-channels counts the
+  user's channels on the whole node when one more is opened: 530 "number of channels
+  opened for user 'u' has reached the maximum allowed user limit of (N)".
 """
 
 from __future__ import annotations
@@ -37,4 +41,24 @@ class VhostLimits:
             raise PreconditionFailed(
                 f"cannot declare queue '{queue}': queue limit in vhost '{vhost}' "
                 f"({self.max_queues}) is reached"
+            )
+
+
+@attrs.frozen(slots=True)
+class UserLimits:
+    max_connections: int | None = None
+    max_channels: int | None = None
+
+    def check_connection(self, user: str, open_connections: int) -> None:
+        if _reached(self.max_connections, open_connections):
+            raise NotAllowed(
+                f"connection refused for user '{user}': user connection limit "
+                f"({self.max_connections}) is reached"
+            )
+
+    def check_channel(self, user: str, open_channels: int) -> None:
+        if _reached(self.max_channels, open_channels):
+            raise NotAllowed(
+                f"number of channels opened for user '{user}' has reached the maximum "
+                f"allowed user limit of ({self.max_channels})"
             )

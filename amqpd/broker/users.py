@@ -34,19 +34,12 @@ class UserTable:
     def __init__(self) -> None:
         self._records: dict[str, _Record] = {}
 
-    def add(
-        self,
-        name: str,
-        password: str | PasswordHash | None,
-        *,
-        tags: tuple[str, ...] = (),
-        loopback_only: bool = False,
-    ) -> User:
-        user = User(name, tuple(tags), loopback_only)
+    def add(self, user: User, password: str | PasswordHash | None) -> User:
+        """Add or replace ``user``; a ``str`` password is hashed here, never kept."""
         if isinstance(password, str):
             # RabbitMQ's own salted SHA-256: cheap to check, as RabbitMQ's add_user makes it.
             password = hash_password(password, SHA256)
-        self._records[name] = _Record(user, password)
+        self._records[user.name] = _Record(user, password)
         return user
 
     def delete(self, name: str) -> None:

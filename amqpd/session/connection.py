@@ -273,6 +273,11 @@ class Connection:
         finally:
             self._in_call -= 1
 
+    @property
+    def channel_count(self) -> int:
+        """Channel numbers in use (what RabbitMQ counts against channel limits)."""
+        return len(self._slots)
+
     def close_forced(self, reason: str, now: float) -> None:
         """An operator closed us (user or vhost deleted): connection.close 320 ``reason``.
 
@@ -547,6 +552,8 @@ class Connection:
                     f"number of channels opened ({len(self._slots)}) has reached the "
                     f"negotiated channel_max ({self.channel_max})"
                 )
+            # Then the user's max-channels over all its connections (create_channel/2).
+            self.broker.check_channel_open(self, self.user.name)
             slot = _Slot(CommandAssembler(self.config.max_message_size))
             self._slots[number] = slot
         try:

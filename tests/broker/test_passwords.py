@@ -19,7 +19,7 @@ from amqpd.broker.passwords import (
     parse_hash,
     verify_password,
 )
-from amqpd.broker.users import UserTable
+from amqpd.broker.users import User, UserTable
 
 # From `rabbitmqctl export_definitions` on the RabbitMQ 3.10.8 oracle (3.10 has no
 # `rabbitmqctl hash_password`): users guest/guest and cfgu/secret1.
@@ -98,11 +98,11 @@ def test_unparseable_stored_hash_matches_nothing():
 
 def test_user_table_keeps_no_cleartext():
     table = UserTable()
-    table.add("u", "hunter2")
+    table.add(User("u"), "hunter2")
     stored = table.password_hash("u")
     assert stored is not None and "hunter2" not in stored.value
     assert table.authenticate("u", "hunter2") is not None
     assert table.authenticate("u", "nope") is None
     assert table.authenticate("ghost", "hunter2") is None
-    table.add("nologin", None)
+    table.add(User("nologin"), None)
     assert table.authenticate("nologin", "") is None

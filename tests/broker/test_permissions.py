@@ -185,3 +185,21 @@ def _message():
     from amqpd.broker.message import Message
 
     return Message("", "q", b"", b"body")
+
+
+def test_user_limits():
+    from amqpd.broker.limits import UserLimits
+
+    limits = UserLimits(max_connections=1, max_channels=2)
+    limits.check_connection("u", 0)
+    with pytest.raises(NotAllowed) as info:
+        limits.check_connection("u", 1)
+    assert (
+        info.value.detail == "connection refused for user 'u': user connection limit (1) is reached"
+    )
+    with pytest.raises(NotAllowed) as info:
+        limits.check_channel("u", 2)
+    assert info.value.detail == (
+        "number of channels opened for user 'u' has reached the maximum allowed user limit of (2)"
+    )
+    UserLimits(max_channels=-1).check_channel("u", 10**6)

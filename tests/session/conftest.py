@@ -65,6 +65,9 @@ class FakeBroker:
         self.open_owners.append(owner)
         return found, None
 
+    def check_channel_open(self, owner: object, user: str) -> None:
+        pass
+
     def close_connection(self, owner: object) -> None:
         self.closed_connections.append(owner)
 

@@ -1,0 +1,75 @@
+"""``--pid-file`` and ``amqpd reload``: find the running broker and send it SIGHUP.
+
+Rules of this module (process edge):
+- The broker writes its pid (one decimal line) when it starts and removes the file when it
+  exits; SIGHUP is ignored until the reload handler is installed, so a reload sent while
+  the broker starts is lost rather than killing it (SIGHUP's default action).
+- ``amqpd reload --pid-file FILE`` reports a missing or unreadable file, or a broker that is
+  not running, as one ``amqpd reload: error: ...`` line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+
+class PidFileError(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def pid_file(path: Path | None) -> Iterator[None]:
+    """Write our pid to ``path`` for the duration (nothing when ``path`` is None)."""
+    if path is None:
+        yield
+        return
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until run_broker handles it
+    try:
+        path.write_text(f"{os.getpid()}\n")
+    except OSError as exc:
+        raise PidFileError(f"cannot write pid file {path}: {exc.strerror or exc}") from None
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            path.unlink()
+
+
+def read_pid(path: Path) -> int:
+    try:
+        text = path.read_text().strip()
+    except OSError as exc:
+        raise PidFileError(f"cannot read pid file {path}: {exc.strerror or exc}") from None
+    if not text.isdigit() or int(text) <= 0:
+        raise PidFileError(f"pid file {path} does not hold a process id: {text[:40]!r}")
+    return int(text)
+
+
+def reload_main(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="amqpd reload",
+        description="Ask the running broker to re-read its configuration (sends SIGHUP).",
+    )
+    parser.add_argument(
+        "--pid-file",
+        type=Path,
+        required=True,
+        metavar="FILE",
+        help="the file the broker was started with (--pid-file)",
+    )
+    args = parser.parse_args(argv)
+    try:
+        pid = read_pid(args.pid_file)
+        os.kill(pid, signal.SIGHUP)
+    except PidFileError as exc:
+        parser.exit(2, f"{parser.prog}: error: {exc}\n")
+    except ProcessLookupError:
+        parser.exit(1, f"{parser.prog}: error: no broker running with pid {pid}\n")
+    except PermissionError:
+        parser.exit(1, f"{parser.prog}: error: not allowed to signal pid {pid}\n")
+    return 0
