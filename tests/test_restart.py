@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -204,4 +205,44 @@ def test_second_broker_on_the_same_data_dir_is_refused(
         f"amqpd: error: data directory {data_dir} is in use by another amqpd "
         f"(pid {server.process.pid})"
     ]
+    assert server.stop() == 0
+
+
+def test_sigkill_keeps_confirmed_delayed_messages_of_a_durable_delayed_exchange(
+    data_dir: Path, servers: list[AmqpdServer]
+) -> None:
+    # Beyond the delayed-message plugin: a durable x-delayed-message exchange keeps its
+    # pending messages on disk, and their confirms wait for the fsync. After a SIGKILL each
+    # comes back once, due at the same wall-clock time (overdue ones at once).
+    server = start_amqpd(data_dir)
+    servers.append(server)
+    conn, ch = _channel(server)
+    ch.exchange_declare(  # type: ignore[attr-defined]
+        "dx", "x-delayed-message", durable=True, arguments={"x-delayed-type": "direct"}
+    )
+    ch.queue_declare("dq", durable=True)  # type: ignore[attr-defined]
+    ch.queue_bind("dq", "dx", "rk")  # type: ignore[attr-defined]
+    ch.confirm_delivery()  # type: ignore[attr-defined]
+    for i, delay in enumerate((300, 600, 900)):
+        props = pika.BasicProperties(delivery_mode=2, headers={"x-delay": delay})
+        ch.basic_publish("dx", "rk", b"%d" % i, props)  # type: ignore[attr-defined]
+    # All three confirmed; the first two may already have been routed to dq before the kill.
+    server.process.send_signal(signal.SIGKILL)
+    server.process.wait()
+
+    server = start_amqpd(data_dir)
+    servers.append(server)
+    conn, ch = _channel(server)
+    got: list[int] = []
+    deadline = time.monotonic() + 30
+    while len(got) < 3 and time.monotonic() < deadline:
+        method, _props, body = ch.basic_get("dq", auto_ack=True)  # type: ignore[attr-defined]
+        if method is None:
+            conn.process_data_events(0.05)  # a bounded wait for the timer, not a sleep
+            continue
+        got.append(int(body))
+    assert sorted(got) == [0, 1, 2]  # each once, none lost
+    method, _props, _body = ch.basic_get("dq")  # type: ignore[attr-defined]
+    assert method is None
+    conn.close()
     assert server.stop() == 0

@@ -17,9 +17,13 @@ Rules of this module (docs/internals.md "broker/", docs/storage.md):
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
+import attrs
+
+from amqpd.protocol.fieldtable import Int64
+from amqpd.protocol.properties import BasicProperties
 from amqpd.storage.durable import DurableLog
 
 if TYPE_CHECKING:
@@ -79,3 +83,67 @@ def enqueue_routed(
             if message.store_id and queue.durable:
                 log.messages_removed(vhost, queue.name, (message.store_id,))
     return accepted
+
+
+# -- delayed messages of durable delayed-message exchanges --------------------------------
+#
+# A durable x-delayed-message exchange keeps its pending messages in the log as the messages
+# of a store named after it: ``amq.delayed-message.<exchange>``, logged like a durable queue
+# (declared with the exchange, deleted with it) but never a queue clients can see; no
+# client can name a queue ``amq.*`` (403), so it cannot collide with one. The stored copy
+# carries two headers of ours: when it is due (wall-clock ms, so a restart knows how long
+# is left) and the routing keys it was published with (CC and BCC ones included; BCC is
+# gone from the message itself). Both are removed again when the store is read back.
+
+DELAYED_STORE_PREFIX = "amq.delayed-message."
+_DUE_HEADER = "x-amqpd-delayed-due"
+_KEYS_HEADER = "x-amqpd-delayed-keys"
+
+
+def delayed_store(exchange: str) -> str:
+    """The log's name for the pending messages of a durable delayed exchange."""
+    return DELAYED_STORE_PREFIX + exchange
+
+
+def delayed_store_exchange(store: str) -> str | None:
+    """The exchange a store name belongs to, or None if ``store`` names a real queue."""
+    if store.startswith(DELAYED_STORE_PREFIX):
+        return store[len(DELAYED_STORE_PREFIX) :]
+    return None
+
+
+def log_delayed(
+    log: DurableLog,
+    vhost: str,
+    exchange: str,
+    message: Message,
+    routing_keys: Sequence[str],
+    due_wall_ms: int,
+) -> int:
+    """Log a message a durable delayed exchange holds; returns its id in the log."""
+    headers: dict[str, Any] = message.headers()
+    headers[_DUE_HEADER] = Int64(due_wall_ms)
+    headers[_KEYS_HEADER] = list(routing_keys)
+    props = attrs.evolve(message.properties, headers=headers)
+    return log.message_published(
+        vhost,
+        (delayed_store(exchange),),
+        message.exchange,
+        message.routing_key,
+        props.encode(),
+        message.body,
+    )
+
+
+def read_delayed(properties_raw: bytes) -> tuple[int, tuple[str, ...], BasicProperties]:
+    """A stored delayed message's (due wall-clock ms, routing keys, its own properties)."""
+    props = BasicProperties.decode(properties_raw) if properties_raw else BasicProperties()
+    headers = dict(props.headers or {})
+    due = headers.pop(_DUE_HEADER, 0)
+    keys = headers.pop(_KEYS_HEADER, [])
+    routing_keys = tuple(
+        k.decode() if isinstance(k, bytes) else str(k)
+        for k in (keys if isinstance(keys, list) else [])
+    )
+    due = due if isinstance(due, int) else 0
+    return int(due), routing_keys, attrs.evolve(props, headers=headers or None)

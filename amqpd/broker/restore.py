@@ -13,15 +13,24 @@ Rules of this module (docs/storage.md "Restoring the broker"):
   still has the no-op log, so nothing is logged twice. Something the vhost now refuses
   (an argument a newer version rejects) is skipped and counted, never a crash.
 - The durable log is attached (broker.attach_durable_log) only at the end.
+- A durable delayed exchange's store (``durability.delayed_store``) is not a queue: its
+  messages go back to the exchange's schedule (``VirtualHost.restore_delayed``), due at the
+  same wall-clock time; those of an exchange that is gone are dropped, and logged so.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 import attrs
 
-from amqpd.broker.durability import QueueJournal
+from amqpd.broker.durability import (
+    QueueJournal,
+    delayed_store,
+    delayed_store_exchange,
+    read_delayed,
+)
 from amqpd.broker.message import Message
 from amqpd.errors import AMQPError
 from amqpd.storage.disklog import DiskDurableLog
@@ -36,6 +45,7 @@ class RestoreResult:
     queues: int = 0
     bindings: int = 0
     messages: int = 0
+    delayed: int = 0
     skipped: list[str] = attrs.Factory(list)
 
 
@@ -59,6 +69,8 @@ def recover(broker: Broker, log: DiskDurableLog) -> RestoreResult:
         except AMQPError as exc:
             result.skipped.append(f"exchange '{name}' in vhost '{vhost_name}': {exc}")
     for (vhost_name, name), queue_item in catalog.queues.items():
+        if delayed_store_exchange(name) is not None:
+            continue  # a delayed exchange's pending messages, not a queue: below
         qentry = queue_item.entry
         try:
             broker.add_vhost(vhost_name).declare_queue(
@@ -84,6 +96,10 @@ def recover(broker: Broker, log: DiskDurableLog) -> RestoreResult:
         except AMQPError as exc:
             result.skipped.append(f"binding of '{b.destination}' to '{b.source}': {exc}")
     for (vhost_name, name), stored_queue in catalog.queues.items():
+        exchange_name = delayed_store_exchange(name)
+        if exchange_name is not None:
+            _restore_delayed(broker, log, vhost_name, exchange_name, stored_queue.messages, result)
+            continue
         queue = broker.add_vhost(vhost_name).queues.get(name)
         if queue is None:
             continue
@@ -108,6 +124,40 @@ def recover(broker: Broker, log: DiskDurableLog) -> RestoreResult:
             queue.enqueue(message, redelivered=redelivered)
             result.messages += 1
         log.messages_delivered(vhost_name, name, newly_marked)
+    logged = {(vhost_name, name) for vhost_name, name in catalog.queues}
     log.replay_done()
     broker.attach_durable_log(log)
+    for vhost in broker.vhosts.values():
+        vhost.ensure_delayed_stores({name for v, name in logged if v == vhost.name})
     return result
+
+
+def _restore_delayed(
+    broker: Broker,
+    log: DiskDurableLog,
+    vhost_name: str,
+    exchange_name: str,
+    ids: Iterable[int],
+    result: RestoreResult,
+) -> None:
+    """Hand a durable delayed exchange its pending messages back (due ones go at once)."""
+    vhost = broker.add_vhost(vhost_name)
+    dropped: list[int] = []
+    for msg_id in ids:
+        published = log.catalog.messages[msg_id].entry
+        assert published is not None, "content is kept until replay_done()"
+        due_wall_ms, routing_keys, props = read_delayed(published.properties_raw)
+        message = Message(
+            published.exchange, published.routing_key, props.encode(), published.body, props
+        )
+        message.store_id = msg_id
+        if vhost.restore_delayed(exchange_name, routing_keys, message, due_wall_ms):
+            result.delayed += 1
+        else:
+            dropped.append(msg_id)
+    if dropped:
+        result.skipped.append(
+            f"{len(dropped)} delayed message(s) of exchange '{exchange_name}' in vhost "
+            f"'{vhost_name}': the exchange is gone"
+        )
+        log.messages_removed(vhost_name, delayed_store(exchange_name), dropped)

@@ -34,7 +34,7 @@ import heapq
 import itertools
 import secrets
 import time
-from collections.abc import Callable, Hashable, Iterable, Mapping
+from collections.abc import Callable, Container, Hashable, Iterable, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -52,7 +52,7 @@ from amqpd.broker.arguments import (
     validate_queue_args,
 )
 from amqpd.broker.deadletter import dead_letter_args, is_death_cycle, make_dead_letter
-from amqpd.broker.durability import QueueJournal, enqueue_routed
+from amqpd.broker.durability import QueueJournal, delayed_store, enqueue_routed, log_delayed
 from amqpd.broker.exchange import Exchange
 from amqpd.broker.exchanges import EXCHANGE_TYPES
 from amqpd.broker.limits import VhostLimits
@@ -138,6 +138,12 @@ class VirtualHost:
         self._timers: list[tuple[float, int, Queue]] = []
         # Messages held by x-delayed-message exchanges until they are due (delayed.py).
         self.delayed = delayed.DelaySchedule()
+        # Pending delayed messages read back from the log, until the first tick schedules
+        # them: (exchange, routing keys, message, due wall-clock ms).
+        self._restored_delayed: list[tuple[Exchange, tuple[str, ...], Message, int]] = []
+        # Messages a durable delayed exchange logged so far: a publish that raised it must
+        # wait for the log before its confirm (beyond the plugin, whose confirm does not).
+        self.held_durably = 0
         self._timer_seq = itertools.count()
         self._now = 0.0
         self.exchanges: dict[str, Exchange] = {}
@@ -251,6 +257,8 @@ class VirtualHost:
                     internal=internal,
                     arguments=args,
                 )
+                if exchange.delayed:
+                    self._log_delayed_store(exchange)
             return exchange
         # rabbit_exchange:assert_equivalence/6: type, durable, auto_delete, internal, args.
         resource = exchange.resource()
@@ -285,6 +293,9 @@ class VirtualHost:
         del self.exchanges[exchange.name]
         if exchange.durable:
             self.durable.exchange_deleted(self.name, exchange.name)
+            if exchange.delayed:
+                # Its pending messages go with it (the plugin's are never delivered either).
+                self.durable.queue_deleted(self.name, delayed_store(exchange.name))
         for dest in exchange.impl.destinations():
             self._forget_source(dest, exchange)  # type: ignore[arg-type]
         exchange.impl.remove_all()
@@ -723,17 +734,84 @@ class VirtualHost:
         if exchange.delayed:
             delay = delayed.delay_of(headers)
             if delay is not None:
-                self._hold(exchange, routing_keys, message, self._clock(now) + delay / 1000)
+                self._hold(exchange, routing_keys, message, self._clock(now), delay)
                 return ()
         return exchange.impl.route(routing_keys, headers)
 
     def _hold(
-        self, exchange: Exchange, routing_keys: list[str], message: Message, due: float
+        self,
+        exchange: Exchange,
+        routing_keys: list[str],
+        message: Message,
+        now: float,
+        delay_ms: int,
+    ) -> None:
+        if exchange.durable and self.durable.enabled:
+            # The held copy is its own Message: the one routed on (to an alternate
+            # exchange, say) may be logged for queues under an id of its own.
+            held = Message(
+                message.exchange,
+                message.routing_key,
+                message.properties_raw,
+                message.body,
+                bcc=message.bcc,
+            )
+            due_wall_ms = int(self.wall_clock() * 1000) + delay_ms
+            held.store_id = log_delayed(
+                self.durable, self.name, exchange.name, message, routing_keys, due_wall_ms
+            )
+            self.held_durably += 1
+            message = held
+        self._schedule_delayed(exchange, routing_keys, message, now + delay_ms / 1000)
+
+    def _schedule_delayed(
+        self, exchange: Exchange, routing_keys: Sequence[str], message: Message, due: float
     ) -> None:
         earliest = self.next_deadline()
         self.delayed.add(due, exchange, routing_keys, message)
         if (earliest is None or due < earliest) and self.on_deadline_moved is not None:
             self.on_deadline_moved()
+
+    def _log_delayed_store(self, exchange: Exchange) -> None:
+        self.durable.queue_declared(
+            self.name, delayed_store(exchange.name), auto_delete=False, arguments={}
+        )
+
+    def restore_delayed(
+        self,
+        exchange_name: str,
+        routing_keys: Sequence[str],
+        message: Message,
+        due_wall_ms: int,
+    ) -> bool:
+        """A pending delayed message read back from the log at start; False if its
+        exchange is not a delayed exchange any more (the message is then dropped).
+
+        It is scheduled by the first ``tick``, which knows the monotonic time: due then
+        plus what was left of its delay by the wall clock; one overdue is routed at once.
+        """
+        exchange = self.exchanges.get(exchange_name)
+        if exchange is None or not exchange.delayed:
+            return False
+        self._restored_delayed.append((exchange, tuple(routing_keys), message, due_wall_ms))
+        return True
+
+    def ensure_delayed_stores(self, logged: Container[str]) -> None:
+        """Log the store of every durable delayed exchange that ``logged`` lacks (after
+        recovery: one declared while no log was attached, or by an older amqpd)."""
+        if not self.durable.enabled:
+            return
+        for exchange in self.exchanges.values():
+            durable_delayed = exchange.delayed and exchange.durable
+            if durable_delayed and delayed_store(exchange.name) not in logged:
+                self._log_delayed_store(exchange)
+
+    def _schedule_restored(self, now: float) -> None:
+        restored, self._restored_delayed = self._restored_delayed, []
+        wall_ms = self.wall_clock() * 1000
+        for exchange, routing_keys, message, due_wall_ms in restored:
+            left = max(0.0, due_wall_ms - wall_ms) / 1000
+            self.delayed.add(now + left, exchange, routing_keys, message)
 
     def _release_delayed(self, now: float) -> None:
         """Route every delayed message now due, once, x-delay negated; unroutable ones go.
@@ -742,14 +820,20 @@ class VirtualHost:
         exchange once, without mandatory or confirms; a message whose exchange was deleted
         meanwhile has nowhere to go.
         """
-        for exchange, routing_keys, message in self.delayed.pop_due(now):
+        for exchange, routing_keys, held in self.delayed.pop_due(now):
             assert isinstance(exchange, Exchange)
             if exchange.deleted:
-                continue
-            message = delayed.swap_delay_header(message)
+                continue  # its store went with it (_delete_exchange)
+            message = delayed.swap_delay_header(held)
             headers = message.headers()
             queues = self._route_exchange(exchange, list(routing_keys), message, headers, now)
+            # Routed (and logged for durable queues) before it leaves the store: a crash in
+            # between delivers it twice rather than never.
             enqueue_routed(self.durable, self.name, message, queues, now)
+            if held.store_id:
+                self.durable.messages_removed(
+                    self.name, delayed_store(exchange.name), (held.store_id,)
+                )
 
     # -- dead-lettering ---------------------------------------------------------------------
     def _dead_letter(self, queue: Queue, message: Message, reason: str, now: float) -> None:
@@ -796,6 +880,8 @@ class VirtualHost:
 
     def next_deadline(self) -> float | None:
         """When ``tick`` must next run (None: nothing scheduled). May be early, never late."""
+        if self._restored_delayed:
+            return self._now  # at once: only a tick knows the time to schedule them by
         queue_due = self._timers[0][0] if self._timers else None
         delayed_due = self.delayed.next_due()
         if queue_due is None or (delayed_due is not None and delayed_due < queue_due):
@@ -805,6 +891,8 @@ class VirtualHost:
     def tick(self, now: float) -> None:
         """Run every deadline due at ``now``: delayed messages, TTL at the head, x-expires."""
         now = self._clock(now)
+        if self._restored_delayed:
+            self._schedule_restored(now)
         self._release_delayed(now)
         timers = self._timers
         while timers and timers[0][0] <= now:

@@ -80,6 +80,7 @@ def basic_publish(ch: Channel, cmd: Command) -> None:
             access.check_topic("write", m.exchange, exchange.type, m.routing_key)
         if check_props:
             message = _check_properties(ch, message)
+    held = vhost.held_durably
     # The message comes back without its BCC header, if any.
     queues, message = vhost.route_message(m.exchange, message, ch.now)
     if m.exchange == "" and m.routing_key.startswith(reply_to.PREFIX):
@@ -95,7 +96,8 @@ def basic_publish(ch: Channel, cmd: Command) -> None:
         seq = confirms.take_seq()
         if not accepted:
             confirms.reject(seq)
-        elif message.store_id:
+        elif message.store_id or vhost.held_durably != held:
+            # On disk first: in a durable queue, or held by a durable delayed exchange.
             _confirm_when_durable(ch, confirms, seq)
         else:
             confirms.confirm(seq)
