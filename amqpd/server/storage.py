@@ -40,9 +40,7 @@ def open_storage(data_dir: Path, broker: Broker) -> DiskDurableLog:
     report = durable.report
     # Zero counts and absent damage say nothing; whether the last stop was clean always does.
     fields = {
-        k: v
-        for k, v in report.fields().items()
-        if k == "clean_shutdown" or v not in (None, [], 0)
+        k: v for k, v in report.fields().items() if k == "clean_shutdown" or v not in (None, [], 0)
     }
     if report.damaged:
         log.warning("recovered data directory after cutting off a damaged tail", **fields)
