@@ -3,10 +3,15 @@ stop the broker."""
 
 from __future__ import annotations
 
+import os
+import signal
+from typing import Any
+
 import pytest
 import trio
 import trio.testing
 
+from amqpd.server import ListenAddress, run_broker
 from amqpd.server.persister import StorageFailure, run_persister
 from amqpd.storage.disklog import DiskDurableLog
 from amqpd.storage.fakefiles import FakeFiles
@@ -100,30 +105,27 @@ async def test_a_failed_fsync_stops_the_persister_with_storage_failure() -> None
     assert log.log.broken
 
 
+async def _broker(factory: object, log: DiskDurableLog, task_status: Any) -> None:
+    await run_broker(
+        None,
+        [ListenAddress("127.0.0.1", 0)],
+        connection_factory=factory,  # type: ignore[arg-type]
+        durable_log=log,
+        task_status=task_status,
+    )
+
+
 async def test_run_broker_closes_the_log_cleanly_on_shutdown_and_stops_on_failure(
     fake_connections,
 ) -> None:
     """run_broker with a durable log: a graceful stop ends in a clean-shutdown record; a
     storage failure ends run_broker with StorageFailure (the CLI's exit 1)."""
-    import os
-    import signal
-
-    from amqpd.server import ListenAddress, run_broker
-
     factory, _ = fake_connections
     files = FakeFiles()
     log = _log(files)
     with trio.fail_after(20):
         async with trio.open_nursery() as nursery:
-            await nursery.start(
-                lambda task_status: run_broker(
-                    None,
-                    [ListenAddress("127.0.0.1", 0)],
-                    connection_factory=factory,
-                    durable_log=log,
-                    task_status=task_status,
-                )
-            )
+            await nursery.start(_broker, factory, log)
             _publish(log, 1)
             os.kill(os.getpid(), signal.SIGTERM)
     assert DiskDurableLog.open(files).report.clean_shutdown
@@ -132,15 +134,7 @@ async def test_run_broker_closes_the_log_cleanly_on_shutdown_and_stops_on_failur
     log = _log(files)
     with trio.fail_after(20), pytest.raises(BaseExceptionGroup) as info:
         async with trio.open_nursery() as nursery:
-            await nursery.start(
-                lambda task_status: run_broker(
-                    None,
-                    [ListenAddress("127.0.0.1", 0)],
-                    connection_factory=factory,
-                    durable_log=log,
-                    task_status=task_status,
-                )
-            )
+            await nursery.start(_broker, factory, log)
             files.fail_at = files.ops + 1
             _publish(log, 1)
     assert info.value.subgroup(StorageFailure) is not None
