@@ -38,13 +38,12 @@ def open_storage(data_dir: Path, broker: Broker) -> DiskDurableLog:
     except OSError as exc:
         raise DataDirError(f"cannot use data directory {data_dir}: {exc}") from None
     report = durable.report
-    fields = {k: v for k, v in report.fields().items() if v not in (None, [], 0)}
+    # Zero counts and absent damage say nothing; whether the last stop was clean always does.
+    fields = {
+        k: v for k, v in report.fields().items() if k == "clean_shutdown" or v not in (None, [], 0)
+    }
     if report.damaged:
-        log.warning(
-            "recovered data directory after cutting off a damaged tail",
-            **fields,
-            kept_records=report.records,
-        )
+        log.warning("recovered data directory after cutting off a damaged tail", **fields)
     else:
         log.info("recovered data directory", **fields)
     for what in restored.skipped:

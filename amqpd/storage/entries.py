@@ -29,6 +29,11 @@ _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
 
 
+def _str(value: str) -> tuple[bytes, bytes]:
+    data = value.encode("utf-8", "surrogatepass")
+    return _U16.pack(len(data)), data
+
+
 class _Writer:
     __slots__ = ("parts",)
 
@@ -36,8 +41,7 @@ class _Writer:
         self.parts: list[bytes] = []
 
     def string(self, value: str) -> _Writer:
-        data = value.encode("utf-8", "surrogatepass")
-        self.parts += (_U16.pack(len(data)), data)
+        self.parts += _str(value)
         return self
 
     def blob(self, value: bytes) -> _Writer:
@@ -208,10 +212,14 @@ class MessagePublished:
     body: bytes
 
     def encode(self) -> bytes:
-        w = _Writer()
-        w.parts.append(_U64.pack(self.id))
-        w.string(self.vhost).strings(self.queues).string(self.exchange).string(self.routing_key)
-        return w.blob(self.properties_raw).blob(self.body).done()
+        # Written out (not _Writer): this runs once per persistent publish.
+        parts = [_U64.pack(self.id), *_str(self.vhost), _U16.pack(len(self.queues))]
+        for queue in self.queues:
+            parts += _str(queue)
+        parts += (*_str(self.exchange), *_str(self.routing_key))
+        props, body = self.properties_raw, self.body
+        parts += (_U32.pack(len(props)), props, _U32.pack(len(body)), body)
+        return b"".join(parts)
 
 
 @attrs.frozen(slots=True)
@@ -224,7 +232,15 @@ class MessagesDelivered:
     ids: tuple[int, ...]
 
     def encode(self) -> bytes:
-        return _Writer().string(self.vhost).string(self.queue).ids(self.ids).done()
+        ids = self.ids
+        return b"".join(
+            (
+                *_str(self.vhost),
+                *_str(self.queue),
+                _U32.pack(len(ids)),
+                struct.pack(f"<{len(ids)}Q", *ids),
+            )
+        )
 
 
 @attrs.frozen(slots=True)

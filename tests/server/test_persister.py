@@ -3,9 +3,15 @@ stop the broker."""
 
 from __future__ import annotations
 
+import os
+import signal
+from typing import Any
+
 import pytest
 import trio
+import trio.testing
 
+from amqpd.server import ListenAddress, run_broker
 from amqpd.server.persister import StorageFailure, run_persister
 from amqpd.storage.disklog import DiskDurableLog
 from amqpd.storage.fakefiles import FakeFiles
@@ -52,11 +58,9 @@ async def test_appends_during_a_write_go_to_the_next_batch() -> None:
         await nursery.start(run_persister, log)
         _publish(log, 1)
         log.after_commit(lambda: order.append("first"))  # type: ignore[func-returns-value]
-        # Let the persister take the first batch (trio may run other tasks first: it
-        # shuffles its run queue, so one checkpoint is not always enough).
-        with trio.fail_after(10):
-            while log.sync_needed:
-                await trio.lowlevel.checkpoint()
+        # Until the persister has taken the batch and waits for its write in the thread.
+        await trio.testing.wait_all_tasks_blocked()
+        assert not log.sync_needed
         _publish(log, 2)
         log.after_commit(lambda: order.append("second") or second.set())  # type: ignore[func-returns-value]
         with trio.fail_after(10):
@@ -99,3 +103,40 @@ async def test_a_failed_fsync_stops_the_persister_with_storage_failure() -> None
     assert info.value.subgroup(StorageFailure) is not None
     assert confirmed == []  # never confirmed what may not be on disk
     assert log.log.broken
+
+
+async def _broker(factory: object, log: DiskDurableLog, task_status: Any) -> None:
+    await run_broker(
+        None,
+        [ListenAddress("127.0.0.1", 0)],
+        connection_factory=factory,  # type: ignore[arg-type]
+        durable_log=log,
+        task_status=task_status,
+    )
+
+
+async def test_run_broker_closes_the_log_cleanly_on_shutdown_and_stops_on_failure(
+    fake_connections,
+) -> None:
+    """run_broker with a durable log: a graceful stop ends in a clean-shutdown record; a
+    storage failure ends run_broker with StorageFailure (the CLI's exit 1)."""
+    factory, _ = fake_connections
+    files = FakeFiles()
+    log = _log(files)
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(_broker, factory, log)
+            _publish(log, 1)
+            os.kill(os.getpid(), signal.SIGTERM)
+    assert DiskDurableLog.open(files).report.clean_shutdown
+
+    files = FakeFiles()
+    log = _log(files)
+    with trio.fail_after(20), pytest.raises(BaseExceptionGroup) as info:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(_broker, factory, log)
+            files.fail_at = files.ops + 1
+            _publish(log, 1)
+    assert info.value.subgroup(StorageFailure) is not None
+    files.crash()
+    assert not DiskDurableLog.open(files).report.clean_shutdown
