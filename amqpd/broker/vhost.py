@@ -51,6 +51,7 @@ from amqpd.broker.exchange import Exchange
 from amqpd.broker.exchanges import EXCHANGE_TYPES
 from amqpd.broker.message import Message
 from amqpd.broker.queue import Queue
+from amqpd.broker.stream import StreamQueue, check_declare
 from amqpd.errors import AccessRefused, NotFound, PreconditionFailed, ResourceLocked
 
 Owner = Hashable
@@ -435,16 +436,22 @@ class VirtualHost:
                 raise PreconditionFailed(f"invalid property 'exclusive-owner' for {resource}")
             if not durable:
                 raise PreconditionFailed(f"invalid property 'non-durable' for {resource}")
-        queue = Queue(
-            name,
-            vhost=self.name,
-            durable=durable,
-            exclusive_owner=declared_owner,
-            auto_delete=auto_delete,
-            arguments=args,
-            queue_type=qtype,
-            now=now,
-        )
+        if qtype == "stream":
+            check_declare(args)  # then rabbit_stream_queue's own checks (stream.py)
+            queue = StreamQueue(
+                name, vhost=self.name, arguments=args, now=now, wall_clock=self.wall_clock
+            )
+        else:
+            queue = Queue(
+                name,
+                vhost=self.name,
+                durable=durable,
+                exclusive_owner=declared_owner,
+                auto_delete=auto_delete,
+                arguments=args,
+                queue_type=qtype,
+                now=now,
+            )
         queue.on_unused = self._queue_unused
         queue.on_dead_letter = self._dead_letter
         queue.on_deadline = self._schedule
@@ -506,6 +513,9 @@ class VirtualHost:
         if queue is None:
             return 0  # queue.delete is idempotent: delete-ok with message count 0
         self._check_exclusive_access(queue, owner)
+        if isinstance(queue, StreamQueue):
+            # rabbit_stream_queue:delete/4 ignores if-unused and if-empty (oracle).
+            return self._delete_queue(queue)
         if if_unused and queue.consumer_count:
             raise PreconditionFailed(f"{queue.resource()} in use")
         if if_empty and queue.message_count:

@@ -161,6 +161,11 @@ def basic_consume(ch: Channel, cmd: Command) -> None:
         reply_to.consume(ch, tag or generate_consumer_tag(), m.no_ack, m.no_wait)
         return
     queue = ch.vhost.get_queue(ch.expand_queue_name(m.queue), ch.conn)
+    if queue.queue_type == "stream":
+        from amqpd.session import stream_consumer  # it builds on ChannelConsumer
+
+        stream_consumer.basic_consume(ch, m, queue, tag or generate_consumer_tag())
+        return
     consumer = ChannelConsumer(
         ch,
         queue,

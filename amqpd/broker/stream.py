@@ -1,0 +1,494 @@
+"""Stream queues (``x-queue-type: stream``): an append-only log read by independent consumers.
+
+Rules of this module (RabbitMQ 3.13 ``rabbit_stream_queue.erl`` over the osiris log,
+``osiris_log.erl``; docs "Streams"; checked on the oracle where a test says so):
+- The log: every message gets the next offset (from 0) and its publish time in wall-clock
+  milliseconds (the osiris chunk timestamp). amqpd writes one message per chunk, so
+  "last" means the last message (RabbitMQ's chunks batch what arrives together; the
+  oracle, publishing one at a time, shows the same).
+- Segments (``osiris_log:write_chunk/6``): a segment starts with an 8-byte header and takes
+  chunks (48-byte chunk header + 4-byte record header + the record) until its size reaches
+  ``x-stream-max-segment-size-bytes`` (default 500000000); the next write opens a new
+  segment and only then is retention evaluated. The record size amqpd counts is the
+  message's raw properties plus its body (RabbitMQ stores an encoding of the whole message,
+  so its byte counts differ slightly; the rules are the same).
+- Retention (``osiris_log:evaluate_retention0/2``), per whole segment, never the active
+  (newest) one: first ``x-max-length-bytes`` (drop the oldest segment while the total size
+  exceeds it), then ``x-max-age`` (drop the oldest segment while its LAST chunk is older
+  than now minus the age). Nothing is evaluated between segment roll-overs: RabbitMQ has
+  no retention timer, so an idle stream keeps its data.
+- Consumers (``StreamReader``): each has its own read position and its own credit (the
+  consumer's ``ready()``: basic.qos prefetch); a consumer at the end waits for new
+  messages. Acks only give credit back; nothing is ever removed by a consumer, requeued or
+  redelivered. Deliveries carry header ``x-stream-offset`` (long), the headers table
+  sorted by key as RabbitMQ re-encodes it (oracle; 3.13 ``mc_amqpl:protocol_state``
+  usorts).
+- Start positions (``parse_offset_arg``/``osiris:init_reader``): absent or "next" = the
+  next offset; "first" = the first retained one; "last" = the last message; an integer N =
+  offset N exactly (below the log's start: from the start; beyond its end: the consumer
+  waits until offset N is written, as rabbit_stream_queue skips offsets below its
+  start_offset); a timestamp (seconds) = the first message published at or after it; an
+  interval ("30m", "7D": ``x-max-age`` syntax) = the same from now minus the interval.
+- The segment storage is behind ``SegmentStore`` (in memory now); the storage layer can
+  supply disk-backed segments later without touching the queue logic.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Callable, Hashable, Iterable, Mapping
+from typing import Any, Protocol
+
+import attrs
+
+from amqpd import errors
+from amqpd.broker.arguments import erlang_term, is_int, is_longstr, type_name
+from amqpd.broker.message import Message
+from amqpd.broker.queue import Consumer, Queue, QueuedMessage, QueueStatistics
+from amqpd.errors import InternalError, PreconditionFailed
+
+# osiris_log: ?LOG_HEADER_SIZE, the chunk header of make_chunk/6, a simple record header.
+LOG_HEADER_SIZE = 8
+CHUNK_HEADER_SIZE = 48
+RECORD_HEADER_SIZE = 4
+# rabbit_stream_queue / osiris defaults; rabbit.hrl ?MAX_STREAM_MAX_SEGMENT_SIZE.
+DEFAULT_MAX_SEGMENT_SIZE = 500_000_000
+MAX_STREAM_MAX_SEGMENT_SIZE = 3_000_000_000
+
+# rabbit_amqqueue:unit_value_in_ms/1
+_UNIT_MS = {
+    "Y": 365 * 86_400_000,
+    "M": 30 * 86_400_000,
+    "D": 86_400_000,
+    "h": 3_600_000,
+    "m": 60_000,
+    "s": 1000,
+}
+
+
+class StreamCrash(InternalError):
+    """What a client sees when RabbitMQ's channel process crashes: 541 "INTERNAL_ERROR"."""
+
+    def __init__(self, why: str) -> None:
+        super().__init__(why)
+
+    @property
+    def reply_text(self) -> str:
+        return "INTERNAL_ERROR"
+
+
+def _text(value: object) -> str:
+    return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else str(value)
+
+
+def max_age_ms(value: object) -> int | None:
+    """rabbit_amqqueue:check_max_age/1: "<digits><Y|M|D|h|m|s>" in ms; None when invalid.
+
+    Raises ``StreamCrash`` when the text does not start with a digit: RabbitMQ's
+    ``list_to_integer("")`` crashes there (oracle: x-stream-offset "bogus" → 541).
+    """
+    text = _text(value)
+    digits = len(text) - len(text.lstrip("0123456789"))
+    if digits == 0:
+        raise StreamCrash(f"check_max_age({text!r}): badarg")
+    amount = int(text[:digits])
+    unit = _UNIT_MS.get(text[digits:])
+    if amount <= 0 or unit is None:
+        return None
+    return amount * unit
+
+
+# -- declaration -------------------------------------------------------------------------------
+def check_declare(arguments: Mapping[str, Any]) -> None:
+    """rabbit_stream_queue:declare/2 checks after the durable/exclusive/auto-delete ones."""
+    size = arguments.get("x-stream-max-segment-size-bytes")
+    if size is not None and is_int(size) and int(size) > MAX_STREAM_MAX_SEGMENT_SIZE:
+        raise PreconditionFailed("Exceeded max value for x-stream-max-segment-size-bytes")
+    bloom = arguments.get("x-stream-filter-size-bytes")
+    if bloom is not None and is_int(bloom) and not 16 <= int(bloom) <= 255:
+        # The double space is RabbitMQ's (rabbit_stream_queue:check_filter_size/1).
+        raise PreconditionFailed("Invalid value for  x-stream-filter-size-bytes")
+
+
+@attrs.frozen(slots=True)
+class Retention:
+    """A stream's retention settings (rabbit_stream_queue:update_stream_conf/2)."""
+
+    max_segment_size: int = DEFAULT_MAX_SEGMENT_SIZE
+    max_bytes: int | None = None
+    max_age_ms: int | None = None
+
+    @classmethod
+    def from_arguments(cls, arguments: Mapping[str, Any]) -> Retention:
+        size: Any = arguments.get("x-stream-max-segment-size-bytes")
+        max_bytes: Any = arguments.get("x-max-length-bytes")
+        age: Any = arguments.get("x-max-age")
+        return cls(
+            max_segment_size=int(size) if is_int(size) else DEFAULT_MAX_SEGMENT_SIZE,
+            max_bytes=int(max_bytes) if is_int(max_bytes) else None,
+            max_age_ms=max_age_ms(age) if is_longstr(age) else None,
+        )
+
+
+# -- consume arguments -------------------------------------------------------------------------
+@attrs.frozen(slots=True)
+class OffsetSpec:
+    """Where a consumer starts: kind "next" | "first" | "last" | "offset" | "timestamp"."""
+
+    kind: str
+    value: int = 0  # the offset, or the timestamp in ms
+
+
+def parse_offset_arg(value: object, resource: str, wall_ms: Callable[[], int]) -> OffsetSpec:
+    """The ``x-stream-offset`` consume argument, checked as RabbitMQ 3.13 checks it.
+
+    rabbit_amqqueue:check_consume_arguments runs rabbit_stream_queue:parse_offset_arg/1:
+    a string that is neither first/last/next nor a valid interval → 406
+    ``{invalid_stream_offset_arg,...}`` (oracle, "3"); one not starting with a digit crashes
+    the channel (541, oracle "bogus"). A value of any other type passes the check and makes
+    osiris crash when the reader starts: ``OffsetSpec("invalid")`` (541 after the qos
+    checks, oracle: a bool).
+    """
+    if value is None:
+        return OffsetSpec("next")
+    if isinstance(value, str | bytes) and _text(value) in ("first", "last", "next"):
+        return OffsetSpec(_text(value))
+    if type_name(value) == "timestamp":
+        return OffsetSpec("timestamp", int(value) * 1000)  # type: ignore[call-overload]
+    if is_longstr(value):
+        interval = max_age_ms(value)
+        if interval is None:
+            raise PreconditionFailed(
+                f"invalid arg 'x-stream-offset' for {resource}: "
+                f"{{invalid_stream_offset_arg,{{{type_name(value)},{erlang_term(value)}}}}}"
+            )
+        return OffsetSpec("timestamp", wall_ms() - interval)
+    if is_int(value):
+        return OffsetSpec("offset", int(value))  # type: ignore[call-overload]
+    return OffsetSpec("invalid")
+
+
+# -- the log -----------------------------------------------------------------------------------
+class StreamEntry:
+    """One message in the log, with its offset and publish time (wall-clock ms)."""
+
+    __slots__ = ("_delivered", "message", "offset", "size", "timestamp")
+
+    def __init__(self, offset: int, timestamp: int, message: Message) -> None:
+        self.offset = offset
+        self.timestamp = timestamp
+        self.message = message
+        self.size = (
+            CHUNK_HEADER_SIZE + RECORD_HEADER_SIZE + len(message.properties_raw) + len(message.body)
+        )
+        self._delivered: QueuedMessage | None = None
+
+    def delivery(self) -> QueuedMessage:
+        """What consumers get: the message with ``x-stream-offset`` in its headers.
+
+        rabbit_stream_queue adds the header on read; RabbitMQ's table comes out sorted by
+        key and the offset replaces a header of that name (oracle). Built once per entry.
+        """
+        delivered = self._delivered
+        if delivered is None:
+            from amqpd.protocol.fieldtable import Int64
+
+            message = self.message
+            headers: dict[str, Any] = dict(message.headers())
+            headers["x-stream-offset"] = Int64(self.offset)
+            props = attrs.evolve(message.properties, headers=dict(sorted(headers.items())))
+            delivered = QueuedMessage(message.with_properties(props), self.offset)
+            self._delivered = delivered
+        return delivered
+
+
+class Segment:
+    """One segment of the log: consecutive entries, their byte size, their time span."""
+
+    __slots__ = ("entries", "size")
+
+    def __init__(self) -> None:
+        self.entries: list[StreamEntry] = []
+        self.size = LOG_HEADER_SIZE
+
+    @property
+    def first_offset(self) -> int:
+        return self.entries[0].offset
+
+    @property
+    def last_timestamp(self) -> int:
+        return self.entries[-1].timestamp
+
+
+class SegmentStore(Protocol):
+    """Where segments live: memory now; the storage layer can back them with files."""
+
+    def open_segment(self) -> Segment:
+        """A new, empty segment to append to."""
+        ...
+
+    def delete_segment(self, segment: Segment) -> None:
+        """Retention dropped ``segment`` (it is never read again)."""
+        ...
+
+
+class MemorySegments:
+    def open_segment(self) -> Segment:
+        return Segment()
+
+    def delete_segment(self, segment: Segment) -> None:
+        segment.entries.clear()
+
+
+class StreamLog:
+    """The offsets, segments and retention of one stream (see the module rules)."""
+
+    def __init__(self, retention: Retention, store: SegmentStore | None = None) -> None:
+        self.retention = retention
+        self._store: SegmentStore = store if store is not None else MemorySegments()
+        self._segments: list[Segment] = [self._store.open_segment()]
+        self._full = False  # the active segment reached the size limit: roll on next write
+        self.first_offset = 0
+        self.next_offset = 0
+        self.bytes = LOG_HEADER_SIZE
+
+    def __len__(self) -> int:
+        return self.next_offset - self.first_offset
+
+    @property
+    def segment_count(self) -> int:
+        return len(self._segments)
+
+    def append(self, message: Message, timestamp: int) -> StreamEntry:
+        if self._full:
+            self._segments.append(self._store.open_segment())
+            self.bytes += LOG_HEADER_SIZE
+            self._full = False
+            rolled = True
+        else:
+            rolled = False
+        entry = StreamEntry(self.next_offset, timestamp, message)
+        segment = self._segments[-1]
+        segment.entries.append(entry)
+        segment.size += entry.size
+        self.bytes += entry.size
+        self.next_offset += 1
+        if segment.size >= self.retention.max_segment_size:
+            self._full = True
+        if rolled:
+            # osiris_log:write/5 opens the new segment, writes, then triggers retention.
+            self._evaluate_retention(timestamp)
+        return entry
+
+    def _evaluate_retention(self, now_ms: int) -> None:
+        segments = self._segments
+        max_bytes = self.retention.max_bytes
+        if max_bytes is not None:
+            while len(segments) > 1 and self.bytes > max_bytes:
+                self._drop_oldest()
+        age = self.retention.max_age_ms
+        if age is not None:
+            while len(segments) > 1 and segments[0].last_timestamp < now_ms - age:
+                self._drop_oldest()
+
+    def _drop_oldest(self) -> None:
+        segment = self._segments.pop(0)
+        self.bytes -= segment.size
+        self.first_offset = self._segments[0].first_offset
+        self._store.delete_segment(segment)
+
+    def entry(self, offset: int) -> StreamEntry | None:
+        """The entry at ``offset`` if it is retained."""
+        if not self.first_offset <= offset < self.next_offset:
+            return None
+        segments = self._segments
+        if len(segments) == 1:
+            seg = segments[0]
+        else:
+            firsts = [s.first_offset for s in segments]
+            seg = segments[bisect.bisect_right(firsts, offset) - 1]
+        return seg.entries[offset - seg.first_offset]
+
+    def offset_for_timestamp(self, timestamp: int) -> int:
+        """osiris timestamp_idx_scan: the first offset published at or after ``timestamp``."""
+        for segment in self._segments:
+            if segment.entries and segment.last_timestamp >= timestamp:
+                for entry in segment.entries:
+                    if entry.timestamp >= timestamp:
+                        return entry.offset
+        return self.next_offset
+
+    def start_of(self, spec: OffsetSpec) -> int:
+        """The offset a reader with ``spec`` starts at (may lie beyond the end)."""
+        if spec.kind == "first":
+            return self.first_offset
+        if spec.kind == "last":
+            return max(self.first_offset, self.next_offset - 1)
+        if spec.kind == "offset":
+            return max(spec.value, self.first_offset)
+        if spec.kind == "timestamp":
+            return self.offset_for_timestamp(spec.value)
+        return self.next_offset
+
+
+# -- the queue ---------------------------------------------------------------------------------
+class StreamReader:
+    """One consumer's read position."""
+
+    __slots__ = ("consumer", "position")
+
+    def __init__(self, consumer: Consumer, position: int) -> None:
+        self.consumer = consumer
+        self.position = position
+
+
+class StreamQueue(Queue):
+    """A ``Queue`` whose messages are a ``StreamLog``; the vhost creates it for streams.
+
+    Everything a classic queue does with ready/unacked messages is replaced: the log keeps
+    the messages, each reader has a position, settlements only return credit.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        vhost: str = "/",
+        arguments: Mapping[str, Any] | None = None,
+        now: float = 0.0,
+        wall_clock: Callable[[], float],
+        store: SegmentStore | None = None,
+        exclusive_owner: Hashable | None = None,
+    ) -> None:
+        super().__init__(
+            name,
+            vhost=vhost,
+            durable=True,
+            exclusive_owner=exclusive_owner,
+            auto_delete=False,
+            arguments=arguments,
+            queue_type="stream",
+            now=now,
+        )
+        self.wall_clock = wall_clock
+        self.log = StreamLog(Retention.from_arguments(self.arguments), store)
+        self._readers: dict[int, StreamReader] = {}  # id(consumer) -> reader, in order
+        self._stream_delivered = 0
+
+    def wall_ms(self) -> int:
+        return int(self.wall_clock() * 1000)
+
+    # -- introspection ----------------------------------------------------------------------
+    @property
+    def message_count(self) -> int:
+        # rabbit_stream_queue:stat/1 reads the "messages" metric: what the log holds (the
+        # metric lags by its emission interval; amqpd reports the settled value).
+        return len(self.log)
+
+    @property
+    def unacked_count(self) -> int:
+        return 0
+
+    @property
+    def consumer_count(self) -> int:
+        # rabbit_stream_queue:stat/1 answers {ok, Messages, 0}: declare-ok says 0 consumers.
+        return 0
+
+    @property
+    def consumers(self) -> tuple[Consumer, ...]:
+        return tuple(r.consumer for r in self._readers.values())
+
+    def position_of(self, consumer: Consumer) -> int | None:
+        reader = self._readers.get(id(consumer))
+        return None if reader is None else reader.position
+
+    def statistics(self) -> QueueStatistics:
+        return QueueStatistics(
+            name=self.name,
+            durable=True,
+            exclusive=False,
+            auto_delete=False,
+            messages_ready=len(self.log),
+            messages_unacknowledged=0,
+            consumers=len(self._readers),
+            published=self._published,
+            delivered=self._stream_delivered,
+            acked=self._acked,
+            messages_ready_bytes=self.log.bytes,
+            dropped=0,
+            rejected=0,
+        )
+
+    # -- messages ---------------------------------------------------------------------------
+    def enqueue(self, message: Message, now: float | None = None) -> bool:
+        if self.deleted:
+            return True
+        self._clock(now)
+        self.log.append(message, self.wall_ms())
+        self._published += 1
+        self.dispatch()
+        return True
+
+    def get(self, now: float | None = None) -> QueuedMessage | None:
+        raise errors.NotImplemented(f"basic.get not supported by stream queues {self.resource()}")
+
+    def purge(self) -> int:
+        raise errors.NotImplemented(f"queue.purge not supported by stream queues {self.resource()}")
+
+    def ack(self, entry: QueuedMessage) -> None:
+        """An ack gives credit back (the consumer's business); the log keeps the message."""
+        self._acked += 1
+
+    def requeue(self, entries: Iterable[QueuedMessage], now: float | None = None) -> None:
+        """Channel close: streams requeue nothing (each reader keeps its own position)."""
+
+    def discard(self, entry: QueuedMessage, now: float | None = None) -> None:
+        """Nothing to drop or dead-letter: the session refuses nack/reject beforehand."""
+
+    # -- consumers --------------------------------------------------------------------------
+    def add_consumer(self, consumer: Consumer, now: float | None = None) -> None:
+        self.add_reader(consumer, OffsetSpec("next"), now)
+
+    def add_reader(self, consumer: Consumer, spec: OffsetSpec, now: float | None = None) -> None:
+        """basic.consume: a reader starting where ``spec`` says (the channel dispatches)."""
+        self._clock(now)
+        self._readers[id(consumer)] = StreamReader(consumer, self.log.start_of(spec))
+        self._had_consumer = True
+
+    def remove_consumer(self, consumer: Consumer, now: float | None = None) -> None:
+        self._clock(now)
+        self._readers.pop(id(consumer), None)
+
+    def dispatch(self, now: float | None = None) -> None:
+        """Every reader with credit reads on until it has none or reaches the end."""
+        if not self._readers:
+            return
+        self._clock(now)
+        log = self.log
+        for reader in list(self._readers.values()):
+            consumer = reader.consumer
+            while reader.position < log.next_offset and consumer.ready():
+                if reader.position < log.first_offset:
+                    reader.position = log.first_offset  # retention passed it by
+                entry = log.entry(reader.position)
+                assert entry is not None
+                reader.position += 1
+                self._stream_delivered += 1
+                consumer.deliver(self, entry.delivery())
+                if id(consumer) not in self._readers:
+                    break
+
+    def delete(self) -> int:
+        """queue.delete: consumers are cancelled; delete-ok reports 0 (rabbit_stream_queue)."""
+        if self.deleted:
+            return 0
+        self.deleted = True
+        readers = list(self._readers.values())
+        self._readers.clear()
+        for reader in readers:
+            reader.consumer.cancelled_by_server(self)
+        return 0
+
+    def __repr__(self) -> str:
+        log = self.log
+        return f"<StreamQueue {self.name!r} offsets={log.first_offset}..{log.next_offset}>"
