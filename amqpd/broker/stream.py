@@ -8,15 +8,19 @@ Rules of this module (RabbitMQ 3.13 ``rabbit_stream_queue.erl`` over the osiris 
   oracle, publishing one at a time, shows the same).
 - Segments (``osiris_log:write_chunk/6``): a segment starts with an 8-byte header and takes
   chunks (48-byte chunk header + 4-byte record header + the record) until its size reaches
-  ``x-stream-max-segment-size-bytes`` (default 500000000); the next write opens a new
-  segment and only then is retention evaluated. The record size amqpd counts is the
-  message's raw properties plus its body (RabbitMQ stores an encoding of the whole message,
-  so its byte counts differ slightly; the rules are the same).
+  ``x-stream-max-segment-size-bytes`` (default 500000000). Then the next segment opens at
+  once, starting with the writer's tracking snapshot chunk, which takes an offset but holds
+  no message (never delivered; counted in the message count as RabbitMQ counts it), and
+  retention is evaluated. The record size amqpd counts is the message's raw properties
+  plus its body (RabbitMQ stores an encoding of the whole message, a few hundred bytes
+  more; the rules are the same). Oracle: 2 messages per segment give messages at offsets
+  0, 1, 3, 4, 6, 7, ...
 - Retention (``osiris_log:evaluate_retention0/2``), per whole segment, never the active
   (newest) one: first ``x-max-length-bytes`` (drop the oldest segment while the total size
   exceeds it), then ``x-max-age`` (drop the oldest segment while its LAST chunk is older
-  than now minus the age). Nothing is evaluated between segment roll-overs: RabbitMQ has
-  no retention timer, so an idle stream keeps its data.
+  than now minus the age). It is evaluated only when a segment fills: RabbitMQ has no
+  retention timer, so an idle stream keeps its data. A stream can be left with no message
+  (only the new segment's tracking chunk) when a full segment alone exceeds the limit.
 - Consumers (``StreamReader``): each has its own read position and its own credit (the
   consumer's ``ready()``: basic.qos prefetch); a consumer at the end waits for new
   messages. Acks only give credit back; nothing is ever removed by a consumer, requeued or
@@ -67,10 +71,14 @@ _UNIT_MS = {
 
 
 class StreamCrash(InternalError):
-    """What a client sees when RabbitMQ's channel process crashes: 541 "INTERNAL_ERROR"."""
+    """What a client sees when RabbitMQ's channel process crashes: 541 "INTERNAL_ERROR".
+
+    The close carries no explanation (``detail`` is empty); ``why`` says what crashed.
+    """
 
     def __init__(self, why: str) -> None:
-        super().__init__(why)
+        super().__init__("")
+        self.why = why
 
     @property
     def reply_text(self) -> str:
@@ -170,17 +178,20 @@ def parse_offset_arg(value: object, resource: str, wall_ms: Callable[[], int]) -
 
 # -- the log -----------------------------------------------------------------------------------
 class StreamEntry:
-    """One message in the log, with its offset and publish time (wall-clock ms)."""
+    """One chunk of the log: a message, or (``message`` None) a tracking snapshot.
+
+    ``offset`` is its offset, ``timestamp`` its write time (wall-clock ms).
+    """
 
     __slots__ = ("_delivered", "message", "offset", "size", "timestamp")
 
-    def __init__(self, offset: int, timestamp: int, message: Message) -> None:
+    def __init__(self, offset: int, timestamp: int, message: Message | None) -> None:
         self.offset = offset
         self.timestamp = timestamp
         self.message = message
-        self.size = (
-            CHUNK_HEADER_SIZE + RECORD_HEADER_SIZE + len(message.properties_raw) + len(message.body)
-        )
+        self.size = CHUNK_HEADER_SIZE + RECORD_HEADER_SIZE
+        if message is not None:
+            self.size += len(message.properties_raw) + len(message.body)
         self._delivered: QueuedMessage | None = None
 
     def delivery(self) -> QueuedMessage:
@@ -194,6 +205,7 @@ class StreamEntry:
             from amqpd.protocol.fieldtable import Int64
 
             message = self.message
+            assert message is not None
             headers: dict[str, Any] = dict(message.headers())
             headers["x-stream-offset"] = Int64(self.offset)
             props = attrs.evolve(message.properties, headers=dict(sorted(headers.items())))
@@ -247,7 +259,8 @@ class StreamLog:
         self.retention = retention
         self._store: SegmentStore = store if store is not None else MemorySegments()
         self._segments: list[Segment] = [self._store.open_segment()]
-        self._full = False  # the active segment reached the size limit: roll on next write
+        self._last_message = -1  # offset of the newest message (-1: none yet)
+        self._retention_due: int | None = None  # a roll-over's time, until evaluated
         self.first_offset = 0
         self.next_offset = 0
         self.bytes = LOG_HEADER_SIZE
@@ -259,26 +272,40 @@ class StreamLog:
     def segment_count(self) -> int:
         return len(self._segments)
 
-    def append(self, message: Message, timestamp: int) -> StreamEntry:
-        if self._full:
+    def append(self, message: Message, timestamp: int, *, defer: bool = False) -> StreamEntry:
+        """Write ``message``; with ``defer`` a retention run it causes waits for
+        ``run_retention()`` (the queue first hands the message to the waiting readers, as
+        osiris notifies readers before its retention process deletes anything)."""
+        entry = StreamEntry(self.next_offset, timestamp, message)
+        self._write(entry)
+        self._last_message = entry.offset
+        if self._segments[-1].size >= self.retention.max_segment_size:
+            # The segment is full: the next one opens at once, starting with the writer's
+            # tracking snapshot chunk (an offset of its own), and retention is evaluated
+            # (osiris_log:open_new_segment/1; oracle: with 600-byte messages filling a
+            # segment each, offsets 0, 3, 6, 9 are messages and a stream whose only full
+            # segment exceeds x-max-length-bytes is left with no message at all).
             self._segments.append(self._store.open_segment())
             self.bytes += LOG_HEADER_SIZE
-            self._full = False
-            rolled = True
-        else:
-            rolled = False
-        entry = StreamEntry(self.next_offset, timestamp, message)
+            self._write(StreamEntry(self.next_offset, timestamp, None))
+            self._retention_due = timestamp
+            if not defer:
+                self.run_retention()
+        return entry
+
+    def run_retention(self) -> None:
+        """Apply the retention evaluation the last segment roll-over asked for, if any."""
+        due = self._retention_due
+        if due is not None:
+            self._retention_due = None
+            self._evaluate_retention(due)
+
+    def _write(self, entry: StreamEntry) -> None:
         segment = self._segments[-1]
         segment.entries.append(entry)
         segment.size += entry.size
         self.bytes += entry.size
         self.next_offset += 1
-        if segment.size >= self.retention.max_segment_size:
-            self._full = True
-        if rolled:
-            # osiris_log:write/5 opens the new segment, writes, then triggers retention.
-            self._evaluate_retention(timestamp)
-        return entry
 
     def _evaluate_retention(self, now_ms: int) -> None:
         segments = self._segments
@@ -323,7 +350,9 @@ class StreamLog:
         if spec.kind == "first":
             return self.first_offset
         if spec.kind == "last":
-            return max(self.first_offset, self.next_offset - 1)
+            # osiris "last": the last user chunk (not a tracking chunk after it), if retained.
+            last = self._last_message
+            return last if last >= self.first_offset else self.next_offset
         if spec.kind == "offset":
             return max(spec.value, self.first_offset)
         if spec.kind == "timestamp":
@@ -381,8 +410,10 @@ class StreamQueue(Queue):
     # -- introspection ----------------------------------------------------------------------
     @property
     def message_count(self) -> int:
-        # rabbit_stream_queue:stat/1 reads the "messages" metric: what the log holds (the
-        # metric lags by its emission interval; amqpd reports the settled value).
+        # rabbit_stream_queue:stat/1 reads the "messages" metric: the retained offsets,
+        # tracking chunks included (docs "UI Metric Accuracy"). RabbitMQ's metric lags by
+        # its emission interval (a declare right after publishing says 0); amqpd reports
+        # the settled value.
         return len(self.log)
 
     @property
@@ -424,9 +455,10 @@ class StreamQueue(Queue):
         if self.deleted:
             return True
         self._clock(now)
-        self.log.append(message, self.wall_ms())
+        self.log.append(message, self.wall_ms(), defer=True)
         self._published += 1
         self.dispatch()
+        self.log.run_retention()
         return True
 
     def get(self, now: float | None = None) -> QueuedMessage | None:
@@ -473,6 +505,8 @@ class StreamQueue(Queue):
                 entry = log.entry(reader.position)
                 assert entry is not None
                 reader.position += 1
+                if entry.message is None:
+                    continue  # tracking chunks are not for AMQP consumers
                 self._stream_delivered += 1
                 consumer.deliver(self, entry.delivery())
                 if id(consumer) not in self._readers:

@@ -15,7 +15,6 @@ from amqpd.broker.message import Message
 from amqpd.broker.queue import QueuedMessage
 from amqpd.broker.stream import (
     CHUNK_HEADER_SIZE,
-    LOG_HEADER_SIZE,
     RECORD_HEADER_SIZE,
     OffsetSpec,
     Retention,
@@ -315,24 +314,45 @@ def test_independent_readers_with_credit(vh: VirtualHost) -> None:
 
 # -- retention -----------------------------------------------------------------------------------
 ENTRY = CHUNK_HEADER_SIZE + RECORD_HEADER_SIZE + 2 + 48  # empty properties (2 bytes) + 48-byte body
+TRACKING = CHUNK_HEADER_SIZE + RECORD_HEADER_SIZE  # the snapshot chunk starting a later segment
 
 
 def test_segments_roll_and_max_bytes_drops_whole_old_segments(vh: VirtualHost) -> None:
-    # 3 entries fill a 300-byte segment (8 + 3 * 102 >= 300).
+    # A 300-byte segment takes 3 messages (8 + 3 * 102 >= 300); the next segment opens at
+    # once with a tracking chunk that takes an offset (oracle: offsets 2, 5, 8 skipped).
     q = stream(vh, **{"x-stream-max-segment-size-bytes": 300, "x-max-length-bytes": 700})
-    publish(q, 6, size=48)
-    assert (q.log.segment_count, q.log.first_offset, q.log.bytes) == (2, 0, 2 * (8 + 3 * ENTRY))
-    publish(q, 1, start=6, size=48)  # rolls: 3 segments, 738 bytes > 700 → the oldest goes
+    publish(q, 3, size=48)
+    seg0, seg1 = 8 + 3 * ENTRY, 8 + TRACKING + 3 * ENTRY
+    assert (q.log.segment_count, q.log.first_offset) == (2, 0)
+    assert q.log.bytes == seg0 + 8 + TRACKING
+    assert read(q, OffsetSpec("first")).offsets() == [0, 1, 2]
+    publish(q, 3, start=3, size=48)  # fills segment 1: 3 segments, over 700 bytes
     assert (q.log.segment_count, q.log.first_offset) == (2, 3)
-    assert q.log.bytes == LOG_HEADER_SIZE * 2 + 4 * ENTRY
-    assert read(q, OffsetSpec("first")).offsets() == [3, 4, 5, 6]
-    assert q.message_count == 4
+    assert q.log.bytes == seg1 + 8 + TRACKING
+    publish(q, 1, start=6, size=48)
+    r = read(q, OffsetSpec("first"))
+    assert (r.offsets(), r.bodies()[0][:1]) == ([4, 5, 6, 8], b"3")
+    assert q.message_count == 6  # offsets retained, the tracking chunks included
+    assert read(q, OffsetSpec("last")).offsets() == [8]
 
 
 def test_the_active_segment_is_never_dropped(vh: VirtualHost) -> None:
     q = stream(vh, **{"x-stream-max-segment-size-bytes": 0, "x-max-length-bytes": 1})
     publish(q, 5)
-    assert (q.log.segment_count, q.log.first_offset, len(q.log)) == (1, 4, 1)
+    # Every message fills its segment: messages at 0, 2, 4, 6, 8; each fill drops the old
+    # segment, so only the new one, with just its tracking chunk, stays (oracle).
+    assert (q.log.segment_count, q.log.first_offset, len(q.log)) == (1, 9, 1)
+    first, last = read(q, OffsetSpec("first")), read(q, OffsetSpec("last"))
+    assert (first.offsets(), last.offsets()) == ([], [])
+    publish(q, 1, start=5)
+    assert first.offsets() == last.offsets() == [10]
+
+
+def test_last_is_the_last_message_not_the_tracking_chunk(vh: VirtualHost) -> None:
+    q = stream(vh, **{"x-stream-max-segment-size-bytes": 300})
+    publish(q, 3, size=48)  # segment 0 full; segment 1 holds only a tracking chunk
+    assert q.log.next_offset == 4
+    assert read(q, OffsetSpec("last")).offsets() == [2]
 
 
 def test_max_age_is_evaluated_on_roll_over_only(vh: VirtualHost, clock: Clock) -> None:
@@ -348,13 +368,14 @@ def test_max_age_is_evaluated_on_roll_over_only(vh: VirtualHost, clock: Clock) -
 
 
 def test_a_lagging_reader_skips_what_retention_dropped(vh: VirtualHost) -> None:
-    q = stream(vh, **{"x-stream-max-segment-size-bytes": 0, "x-max-length-bytes": 1})
-    publish(q, 2)
+    q = stream(vh, **{"x-stream-max-segment-size-bytes": 300, "x-max-length-bytes": 700})
+    publish(q, 3, size=48)
     r = read(q, OffsetSpec("first"), credit=0)
-    publish(q, 3, start=2)
+    publish(q, 6, start=3, size=48)  # segments 0 and 1 go
+    assert q.log.first_offset == 7
     r.credit = None
     q.dispatch()
-    assert r.offsets() == [4]
+    assert r.offsets() == [8, 9, 10]
 
 
 @settings(max_examples=60, deadline=None)
@@ -372,9 +393,9 @@ def test_readers_read_the_retained_suffix_in_order(
     for i, n in enumerate(sizes):
         log.append(message(b"x" * n), i)
     # Retention: only whole old segments go, the newest data always stays.
-    assert log.next_offset == len(sizes)
-    if sizes:
-        assert log.entry(log.next_offset - 1) is not None
+    # Retention drops whole old segments: what stays is contiguous up to the newest chunk.
+    assert all(log.entry(o) is not None for o in range(log.first_offset, log.next_offset))
+    assert log.next_offset >= len(sizes)
     q = StreamQueue("s", wall_clock=lambda: 0.0)
     q.log = log
     readers = [Reader(f"r{i}", credit=0) for i in range(len(starts))]
@@ -387,4 +408,5 @@ def test_readers_read_the_retained_suffix_in_order(
         r.credit = None
     q.dispatch()
     for r, start in zip(readers, starts, strict=True):
-        assert r.offsets() == list(range(max(start, log.first_offset), log.next_offset))
+        expected = range(max(start, log.first_offset), log.next_offset)
+        assert r.offsets() == [o for o in expected if log.entry(o).message is not None]  # type: ignore[union-attr]
