@@ -88,6 +88,15 @@ def bodies(n: int, start: int = 0) -> list[bytes]:
     return [b"m%d" % i for i in range(start, start + n)]
 
 
+def stream_of(connect: Any, names: Any, n: int) -> tuple[pika.BlockingConnection, str]:
+    """A fresh connection and a new stream holding messages m0 .. m<n-1> (confirmed)."""
+    conn = connect()
+    q = names.queue()
+    declare_stream(conn, q)
+    publish_confirmed(conn, "", q, bodies(n))
+    return conn, q
+
+
 # -- declaration ---------------------------------------------------------------------------------
 def test_stream_declaration_rules(conn, names):
     q = names.queue()
@@ -162,10 +171,7 @@ def test_declare_ok_counts(conn, names):
     ],
 )
 def test_start_positions(connect, names, offset, expected):
-    conn = connect()
-    q = names.queue()
-    declare_stream(conn, q)
-    publish_confirmed(conn, "", q, bodies(5))
+    conn, q = stream_of(connect, names, 5)
     ch, col = start(conn, q, offset)
     wait_for(conn, lambda: len(col) == len(expected), what=f"{len(expected)} deliveries")
     sync(conn, ch, q)
@@ -176,10 +182,7 @@ def test_start_positions(connect, names, offset, expected):
 
 
 def test_next_and_beyond_the_end_wait_for_new_messages(connect, names):
-    conn = connect()
-    q = names.queue()
-    declare_stream(conn, q)
-    publish_confirmed(conn, "", q, bodies(5))
+    conn, q = stream_of(connect, names, 5)
     ch = conn.channel()
     ch.basic_qos(prefetch_count=10)
     default, nxt, far, future = (StreamCollector() for _ in range(4))
@@ -210,10 +213,7 @@ def test_offset_header_is_added_to_sorted_headers(conn, names):
 
 # -- credit and settlement -----------------------------------------------------------------------
 def test_acks_give_credit_and_delete_nothing(connect, names):
-    conn = connect()
-    q = names.queue()
-    declare_stream(conn, q)
-    publish_confirmed(conn, "", q, bodies(4))
+    conn, q = stream_of(connect, names, 4)
     ch, col = start(conn, q, "first", prefetch=2, ack=False)
     wait_for(conn, lambda: len(col) == 2, what="2 deliveries")
     sync(conn, ch, q)
@@ -229,10 +229,7 @@ def test_acks_give_credit_and_delete_nothing(connect, names):
 
 
 def test_channel_close_requeues_nothing(connect, names):
-    conn = connect()
-    q = names.queue()
-    declare_stream(conn, q)
-    publish_confirmed(conn, "", q, bodies(3))
+    conn, q = stream_of(connect, names, 3)
     ch, col = start(conn, q, "first", prefetch=2, ack=False)
     wait_for(conn, lambda: len(col) == 2, what="2 unacked deliveries")
     ch.close()
@@ -310,10 +307,7 @@ def test_consume_connection_errors(connect, names, how, code, text):
 
 @pytest.mark.parametrize("op", ["get", "purge"])
 def test_get_and_purge_are_refused(connect, names, op):
-    conn = connect()
-    q = names.queue()
-    declare_stream(conn, q)
-    publish_confirmed(conn, "", q, bodies(1))
+    conn, q = stream_of(connect, names, 1)
     ch = conn.channel()
     name = "basic.get" if op == "get" else "queue.purge"
     with connection_error(540, f"NOT_IMPLEMENTED - {name} not supported by stream queues {res(q)}"):
@@ -325,10 +319,7 @@ def test_get_and_purge_are_refused(connect, names, op):
 
 @pytest.mark.parametrize("op", ["nack", "reject", "recover"])
 def test_nack_reject_recover_are_refused(connect, names, op):
-    conn = connect()
-    q = names.queue()
-    declare_stream(conn, q)
-    publish_confirmed(conn, "", q, bodies(1))
+    conn, q = stream_of(connect, names, 1)
     ch, col = start(conn, q, "first", ack=False)
     wait_for(conn, lambda: len(col) == 1, what="the delivery")
     tag = col.messages[0][0].delivery_tag

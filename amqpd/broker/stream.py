@@ -387,17 +387,16 @@ class StreamQueue(Queue):
         now: float = 0.0,
         wall_clock: Callable[[], float],
         store: SegmentStore | None = None,
+        durable: bool = True,
         exclusive_owner: Hashable | None = None,
+        auto_delete: bool = False,
+        queue_type: str = "stream",
     ) -> None:
+        # The vhost has refused non-durable, exclusive and auto-delete streams already.
+        assert durable and exclusive_owner is None and not auto_delete
+        assert queue_type == "stream"
         super().__init__(
-            name,
-            vhost=vhost,
-            durable=True,
-            exclusive_owner=exclusive_owner,
-            auto_delete=False,
-            arguments=arguments,
-            queue_type="stream",
-            now=now,
+            name, vhost=vhost, durable=True, arguments=arguments, queue_type="stream", now=now
         )
         self.wall_clock = wall_clock
         self.log = StreamLog(Retention.from_arguments(self.arguments), store)

@@ -25,6 +25,7 @@ Rules of this module:
 from __future__ import annotations
 
 import base64
+import functools
 import heapq
 import itertools
 import secrets
@@ -436,22 +437,20 @@ class VirtualHost:
                 raise PreconditionFailed(f"invalid property 'exclusive-owner' for {resource}")
             if not durable:
                 raise PreconditionFailed(f"invalid property 'non-durable' for {resource}")
+        make_queue: Callable[..., Queue] = Queue
         if qtype == "stream":
             check_declare(args)  # then rabbit_stream_queue's own checks (stream.py)
-            queue = StreamQueue(
-                name, vhost=self.name, arguments=args, now=now, wall_clock=self.wall_clock
-            )
-        else:
-            queue = Queue(
-                name,
-                vhost=self.name,
-                durable=durable,
-                exclusive_owner=declared_owner,
-                auto_delete=auto_delete,
-                arguments=args,
-                queue_type=qtype,
-                now=now,
-            )
+            make_queue = functools.partial(StreamQueue, wall_clock=self.wall_clock)
+        queue = make_queue(
+            name,
+            vhost=self.name,
+            durable=durable,
+            exclusive_owner=declared_owner,
+            auto_delete=auto_delete,
+            arguments=args,
+            queue_type=qtype,
+            now=now,
+        )
         queue.on_unused = self._queue_unused
         queue.on_dead_letter = self._dead_letter
         queue.on_deadline = self._schedule
