@@ -33,6 +33,8 @@ Rules of this module (RabbitMQ 3.13 ``rabbit_stream_queue.erl`` over the osiris 
   waits until offset N is written, as rabbit_stream_queue skips offsets below its
   start_offset); a timestamp (seconds) = the first message published at or after it; an
   interval ("30m", "7D": ``x-max-age`` syntax) = the same from now minus the interval.
+- Filtering (3.13): ``x-stream-filter`` consumers get the messages whose
+  ``x-stream-filter-value`` header matches (``StreamFilter``).
 - The segment storage is behind ``SegmentStore`` (in memory now); the storage layer can
   supply disk-backed segments later without touching the queue logic.
 """
@@ -176,6 +178,37 @@ def parse_offset_arg(value: object, resource: str, wall_ms: Callable[[], int]) -
     return OffsetSpec("invalid")
 
 
+@attrs.frozen(slots=True)
+class StreamFilter:
+    """A consumer's ``x-stream-filter`` (3.13 stream filtering, docs "Filtering").
+
+    RabbitMQ filters per chunk with a Bloom filter of the chunk's ``x-stream-filter-value``
+    headers, so a consumer may get a few non-matching messages; amqpd's chunks hold one
+    message each, so it filters exactly: a message with a filter value is delivered when
+    the value is one of ``values``, one without when ``match_unfiltered``.
+    """
+
+    values: frozenset[str]
+    match_unfiltered: bool = False
+
+    def accepts(self, entry: StreamEntry) -> bool:
+        value = entry.filter_value
+        return self.match_unfiltered if value is None else value in self.values
+
+
+def filter_spec(arguments: Mapping[str, Any]) -> StreamFilter | None:
+    """rabbit_stream_queue:filter_spec/1: a longstr or an array of them (other elements and
+    other types: no filter); ``x-stream-match-unfiltered`` counts only as a bool."""
+    raw = arguments.get("x-stream-filter")
+    if isinstance(raw, list):
+        values = frozenset(_text(v) for v in raw if is_longstr(v))
+    elif is_longstr(raw):
+        values = frozenset((_text(raw),))
+    else:
+        return None
+    return StreamFilter(values, arguments.get("x-stream-match-unfiltered") is True)
+
+
 # -- the log -----------------------------------------------------------------------------------
 class StreamEntry:
     """One chunk of the log: a message, or (``message`` None) a tracking snapshot.
@@ -183,7 +216,7 @@ class StreamEntry:
     ``offset`` is its offset, ``timestamp`` its write time (wall-clock ms).
     """
 
-    __slots__ = ("_delivered", "message", "offset", "size", "timestamp")
+    __slots__ = ("_delivered", "_filter_value", "message", "offset", "size", "timestamp")
 
     def __init__(self, offset: int, timestamp: int, message: Message | None) -> None:
         self.offset = offset
@@ -193,6 +226,21 @@ class StreamEntry:
         if message is not None:
             self.size += len(message.properties_raw) + len(message.body)
         self._delivered: QueuedMessage | None = None
+        self._filter_value: str | bool | None = False  # False: not looked at yet
+
+    @property
+    def filter_value(self) -> str | None:
+        """The message's ``x-stream-filter-value`` header, when a string (3.13 reads only
+        utf8 values: ``mc:x_header``)."""
+        value = self._filter_value
+        if value is False:
+            message = self.message
+            value = None
+            if message is not None and b"x-stream-filter-value" in message.properties_raw:
+                raw = message.headers().get("x-stream-filter-value")
+                value = _text(raw) if is_longstr(raw) else None
+            self._filter_value = value
+        return value  # type: ignore[return-value]
 
     def delivery(self) -> QueuedMessage:
         """What consumers get: the message with ``x-stream-offset`` in its headers.
@@ -362,13 +410,14 @@ class StreamLog:
 
 # -- the queue ---------------------------------------------------------------------------------
 class StreamReader:
-    """One consumer's read position."""
+    """One consumer's read position and its filter (None: every message)."""
 
-    __slots__ = ("consumer", "position")
+    __slots__ = ("consumer", "filter", "position")
 
-    def __init__(self, consumer: Consumer, position: int) -> None:
+    def __init__(self, consumer: Consumer, position: int, filter: StreamFilter | None) -> None:
         self.consumer = consumer
         self.position = position
+        self.filter = filter
 
 
 class StreamQueue(Queue):
@@ -480,10 +529,16 @@ class StreamQueue(Queue):
     def add_consumer(self, consumer: Consumer, now: float | None = None) -> None:
         self.add_reader(consumer, OffsetSpec("next"), now)
 
-    def add_reader(self, consumer: Consumer, spec: OffsetSpec, now: float | None = None) -> None:
+    def add_reader(
+        self,
+        consumer: Consumer,
+        spec: OffsetSpec,
+        now: float | None = None,
+        filter: StreamFilter | None = None,
+    ) -> None:
         """basic.consume: a reader starting where ``spec`` says (the channel dispatches)."""
         self._clock(now)
-        self._readers[id(consumer)] = StreamReader(consumer, self.log.start_of(spec))
+        self._readers[id(consumer)] = StreamReader(consumer, self.log.start_of(spec), filter)
         self._had_consumer = True
 
     def remove_consumer(self, consumer: Consumer, now: float | None = None) -> None:
@@ -506,6 +561,8 @@ class StreamQueue(Queue):
                 reader.position += 1
                 if entry.message is None:
                     continue  # tracking chunks are not for AMQP consumers
+                if reader.filter is not None and not reader.filter.accepts(entry):
+                    continue
                 self._stream_delivered += 1
                 consumer.deliver(self, entry.delivery())
                 if id(consumer) not in self._readers:

@@ -21,7 +21,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from amqpd import errors
-from amqpd.broker.stream import OffsetSpec, StreamCrash, StreamQueue, parse_offset_arg
+from amqpd.broker.stream import (
+    OffsetSpec,
+    StreamCrash,
+    StreamQueue,
+    filter_spec,
+    parse_offset_arg,
+)
 from amqpd.errors import PreconditionFailed
 from amqpd.protocol.methods import BasicConsume, BasicConsumeOk
 from amqpd.session.consumer import ChannelConsumer
@@ -55,7 +61,7 @@ def basic_consume(ch: Channel, m: BasicConsume, queue: StreamQueue, tag: str) ->
         raise errors.NotImplemented(f"{resource} does not support global qos")
     if spec.kind == "invalid":
         raise StreamCrash(f"osiris:init_reader: bad offset for {resource}")
-    queue.add_reader(consumer, spec, ch.now)
+    queue.add_reader(consumer, spec, ch.now, filter_spec(m.arguments))
     ch.consumers[consumer.tag] = consumer
     if not m.no_wait:
         ch.send_method(BasicConsumeOk(consumer_tag=consumer.tag))

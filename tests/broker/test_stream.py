@@ -19,8 +19,10 @@ from amqpd.broker.stream import (
     OffsetSpec,
     Retention,
     StreamCrash,
+    StreamFilter,
     StreamLog,
     StreamQueue,
+    filter_spec,
     max_age_ms,
     parse_offset_arg,
 )
@@ -410,3 +412,29 @@ def test_readers_read_the_retained_suffix_in_order(
     for r, start in zip(readers, starts, strict=True):
         expected = range(max(start, log.first_offset), log.next_offset)
         assert r.offsets() == [o for o in expected if log.entry(o).message is not None]  # type: ignore[union-attr]
+
+
+# -- filtering (3.13) ----------------------------------------------------------------------------
+def test_filter_spec() -> None:
+    assert filter_spec({}) is None
+    assert filter_spec({"x-stream-filter": 5}) is None
+    assert filter_spec({"x-stream-filter": "ca"}) == StreamFilter(frozenset({"ca"}))
+    both = filter_spec({"x-stream-filter": ["ca", 1, "ny"], "x-stream-match-unfiltered": True})
+    assert both == StreamFilter(frozenset({"ca", "ny"}), True)
+    assert filter_spec({"x-stream-filter": "ca", "x-stream-match-unfiltered": 1}) == StreamFilter(
+        frozenset({"ca"})
+    )
+
+
+def test_filtered_readers(vh: VirtualHost) -> None:
+    q = stream(vh)
+    for i, value in enumerate(["ca", "ny", None, "ca", 7]):
+        headers = None if value is None else {"x-stream-filter-value": value}
+        q.enqueue(message(b"%d" % i, headers))
+    ca = Reader(credit=None)
+    q.add_reader(ca, OffsetSpec("first"), filter=StreamFilter(frozenset({"ca"})))
+    loose = Reader(credit=None)
+    q.add_reader(loose, OffsetSpec("first"), filter=StreamFilter(frozenset({"ny"}), True))
+    q.dispatch()
+    assert ca.offsets() == [0, 3]
+    assert loose.offsets() == [1, 2, 4]  # a non-string value counts as none

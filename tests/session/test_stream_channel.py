@@ -225,3 +225,16 @@ def test_recover_with_stream_deliveries_crashes(conn: FakeConnection, ch: Channe
 def test_recover_without_stream_deliveries_is_fine(conn: FakeConnection, ch: Channel) -> None:
     conn.call(ch, M.BasicRecover(requeue=True))
     assert conn.methods() == [M.BasicRecoverOk()]
+
+
+def test_filtered_consume(conn: FakeConnection, ch: Channel) -> None:
+    for i, value in enumerate(["ca", "ny", "ca"]):
+        props = BasicProperties(headers={"x-stream-filter-value": value})
+        conn.call(ch, M.BasicPublish(routing_key="s"), props, b"m%d" % i)
+    qos(conn, ch, 10)
+    args = {"x-stream-offset": "first", "x-stream-filter": ["ca"]}
+    conn.call(ch, M.BasicConsume(queue="s", consumer_tag="f", arguments=args))
+    first, *rest = conn.take()
+    assert first.method == M.BasicConsumeOk(consumer_tag="f")
+    conn.unread(rest)
+    assert [(d[2], d[3]) for d in deliveries(conn)] == [(b"m0", 0), (b"m2", 2)]
