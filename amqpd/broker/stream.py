@@ -307,6 +307,7 @@ class StreamLog:
         self.retention = retention
         self._store: SegmentStore = store if store is not None else MemorySegments()
         self._segments: list[Segment] = [self._store.open_segment()]
+        self._firsts: list[int] = [0]  # each segment's first offset, for bisect
         self._last_message = -1  # offset of the newest message (-1: none yet)
         self._retention_due: int | None = None  # a roll-over's time, until evaluated
         self.first_offset = 0
@@ -334,6 +335,7 @@ class StreamLog:
             # segment each, offsets 0, 3, 6, 9 are messages and a stream whose only full
             # segment exceeds x-max-length-bytes is left with no message at all).
             self._segments.append(self._store.open_segment())
+            self._firsts.append(self.next_offset)
             self.bytes += LOG_HEADER_SIZE
             self._write(StreamEntry(self.next_offset, timestamp, None))
             self._retention_due = timestamp
@@ -368,21 +370,17 @@ class StreamLog:
 
     def _drop_oldest(self) -> None:
         segment = self._segments.pop(0)
+        self._firsts.pop(0)
         self.bytes -= segment.size
         self.first_offset = self._segments[0].first_offset
         self._store.delete_segment(segment)
 
     def entry(self, offset: int) -> StreamEntry | None:
-        """The entry at ``offset`` if it is retained."""
+        """The entry at ``offset`` if it is retained (O(log segments))."""
         if not self.first_offset <= offset < self.next_offset:
             return None
-        segments = self._segments
-        if len(segments) == 1:
-            seg = segments[0]
-        else:
-            firsts = [s.first_offset for s in segments]
-            seg = segments[bisect.bisect_right(firsts, offset) - 1]
-        return seg.entries[offset - seg.first_offset]
+        index = bisect.bisect_right(self._firsts, offset) - 1
+        return self._segments[index].entries[offset - self._firsts[index]]
 
     def offset_for_timestamp(self, timestamp: int) -> int:
         """osiris timestamp_idx_scan: the first offset published at or after ``timestamp``."""
