@@ -300,6 +300,27 @@ def test_consume_needs_per_consumer_qos(conn, names):
 
 
 @pytest.mark.parametrize(
+    ("queue_type", "args", "tail"),
+    [
+        ("stream", {"x-priority": "high"}, " of queue type rabbit_stream_queue"),
+        ("stream", {"x-cancel-on-ha-failover": True}, " of queue type rabbit_stream_queue"),
+        ("classic", {"x-stream-offset": "first"}, " of queue type rabbit_classic_queue"),
+        ("quorum", {"x-stream-offset": 1}, " of queue type rabbit_quorum_queue"),
+        ("quorum", {"x-cancel-on-ha-failover": True}, " of queue type rabbit_quorum_queue"),
+    ],
+)
+def test_consume_arguments_of_another_queue_type(connect, names, queue_type, args, tail):
+    conn = connect()
+    q = names.queue()
+    ch = conn.channel()
+    ch.queue_declare(q, durable=True, arguments={"x-queue-type": queue_type})
+    ch.basic_qos(prefetch_count=10)
+    (arg,) = args
+    with channel_error(406, f"PRECONDITION_FAILED - invalid arg '{arg}' for {res(q)}{tail}"):
+        ch.basic_consume(q, lambda *a: None, arguments=args)
+
+
+@pytest.mark.parametrize(
     ("how", "code", "text"),
     [
         (

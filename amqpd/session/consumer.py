@@ -28,7 +28,7 @@ import secrets
 from typing import TYPE_CHECKING, Any, cast
 
 from amqpd import errors
-from amqpd.broker.arguments import is_int, type_name
+from amqpd.broker.arguments import check_consume_args_for_type, is_int, type_name
 from amqpd.errors import NotAllowed, PreconditionFailed
 from amqpd.protocol import methods as M
 from amqpd.protocol.frames import encode_basic_deliver
@@ -175,6 +175,7 @@ def basic_consume(ch: Channel, cmd: Command) -> None:
         prefetch=ch.limiter.consumer_prefetch,
         arguments=m.arguments,
     )
+    check_consume_args_for_type(m.arguments, queue.queue_type, queue.resource())
     queue.add_consumer(consumer, ch.now)  # raises 403 "in exclusive use" etc. before any reply
     ch.consumers[consumer.tag] = consumer
     if not m.no_wait:

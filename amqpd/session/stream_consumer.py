@@ -2,8 +2,9 @@
 
 Rules of this module (RabbitMQ 3.13 ``rabbit_channel`` basic.consume →
 ``rabbit_amqqueue:basic_consume`` → ``rabbit_stream_queue:consume/3``; oracle-checked texts):
-- Checks, in RabbitMQ's order: the consume arguments (``x-priority`` an integer, then
-  ``x-stream-offset``: 406 ``invalid_stream_offset_arg`` / 541); the channel's per-consumer
+- Checks, in RabbitMQ's order: the consume arguments (``x-stream-offset``: 406
+  ``invalid_stream_offset_arg`` / 541; then ``x-priority`` or ``x-cancel-on-ha-failover``:
+  406 "invalid arg ... of queue type rabbit_stream_queue", oracle); the channel's per-consumer
   prefetch must be set: 406 "consumer prefetch count is not set for '<queue>'" (a global
   basic.qos alone does not set it); no-ack → 540 "automatic acknowledgement not supported
   by stream queues <queue>" (connection); a global limit in force → 540 "<queue> does not
@@ -21,6 +22,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from amqpd import errors
+from amqpd.broker.arguments import check_consume_args_for_type
 from amqpd.broker.stream import (
     OffsetSpec,
     StreamCrash,
@@ -40,7 +42,9 @@ if TYPE_CHECKING:
 def basic_consume(ch: Channel, m: BasicConsume, queue: StreamQueue, tag: str) -> None:
     resource = queue.resource()
     prefetch = ch.limiter.consumer_prefetch
-    # ChannelConsumer checks x-priority (the first of rabbit_amqqueue:consume_args/0).
+    spec: OffsetSpec = parse_offset_arg(m.arguments.get("x-stream-offset"), resource, queue.wall_ms)
+    # x-priority and x-cancel-on-ha-failover are other queue types' arguments (oracle).
+    check_consume_args_for_type(m.arguments, "stream", resource)
     consumer = ChannelConsumer(
         ch,
         queue,
@@ -50,7 +54,6 @@ def basic_consume(ch: Channel, m: BasicConsume, queue: StreamQueue, tag: str) ->
         prefetch=prefetch,
         arguments=m.arguments,
     )
-    spec: OffsetSpec = parse_offset_arg(m.arguments.get("x-stream-offset"), resource, queue.wall_ms)
     if prefetch == 0:
         raise PreconditionFailed(f"consumer prefetch count is not set for '{resource}'")
     if m.no_ack:

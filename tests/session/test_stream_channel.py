@@ -238,3 +238,55 @@ def test_filtered_consume(conn: FakeConnection, ch: Channel) -> None:
     assert first.method == M.BasicConsumeOk(consumer_tag="f")
     conn.unread(rest)
     assert [(d[2], d[3]) for d in deliveries(conn)] == [(b"m0", 0), (b"m2", 2)]
+
+
+@pytest.mark.parametrize(
+    ("queue_type", "args", "text"),
+    [
+        # Values of the type's own arguments first, then another type's argument (oracle).
+        (
+            "stream",
+            {"x-priority": "high"},
+            f"invalid arg 'x-priority' for {RES} of queue type rabbit_stream_queue",
+        ),
+        (
+            "stream",
+            {"x-priority": 5, "x-stream-offset": "3"},
+            f"invalid arg 'x-stream-offset' for {RES}: "
+            '{invalid_stream_offset_arg,{longstr,<<"3">>}}',
+        ),
+        (
+            "classic",
+            {"x-stream-offset": "first"},
+            f"invalid arg 'x-stream-offset' for {RES} of queue type rabbit_classic_queue",
+        ),
+        (
+            "classic",
+            {"x-stream-offset": 1, "x-priority": "x"},
+            f"invalid arg 'x-priority' for {RES}: \"expected integer, got longstr\"",
+        ),
+        (
+            "quorum",
+            {"x-cancel-on-ha-failover": True},
+            f"invalid arg 'x-cancel-on-ha-failover' for {RES} of queue type rabbit_quorum_queue",
+        ),
+    ],
+)
+def test_consume_arguments_of_other_queue_types(
+    conn: FakeConnection, queue_type: str, args: dict[str, Any], text: str
+) -> None:
+    ch = conn.open(3)
+    conn.call(ch, M.QueueDeclare(queue="s", durable=True, arguments={"x-queue-type": queue_type}))
+    conn.take()
+    qos(conn, ch, 10)
+    exc = conn.fails(ch, M.BasicConsume(queue="s", arguments=args))
+    assert (exc.reply_code, exc.reply_text) == (406, f"PRECONDITION_FAILED - {text}")
+
+
+def test_classic_consume_arguments_still_accepted(conn: FakeConnection) -> None:
+    ch = conn.open(3)
+    conn.call(ch, M.QueueDeclare(queue="c"))
+    conn.take()
+    args = {"x-priority": 3, "x-cancel-on-ha-failover": True, "x-stream-filter": "a"}
+    conn.call(ch, M.BasicConsume(queue="c", consumer_tag="t", arguments=args))
+    assert conn.methods() == [M.BasicConsumeOk(consumer_tag="t")]
