@@ -263,13 +263,21 @@ class StreamEntry:
 
 
 class Segment:
-    """One segment of the log: consecutive entries, their byte size, their time span."""
+    """One segment of the log: consecutive entries, their byte size, their time span.
+
+    The in-memory segment; a disk-backed one (the storage layer's) overrides ``append``
+    to write the chunk too, and keeps ``entries`` readable (or pages them in).
+    """
 
     __slots__ = ("entries", "size")
 
     def __init__(self) -> None:
         self.entries: list[StreamEntry] = []
         self.size = LOG_HEADER_SIZE
+
+    def append(self, entry: StreamEntry) -> None:
+        self.entries.append(entry)
+        self.size += entry.size
 
     @property
     def first_offset(self) -> int:
@@ -293,6 +301,8 @@ class SegmentStore(Protocol):
 
 
 class MemorySegments:
+    """The ``SegmentStore`` streams use until the storage layer provides a disk one."""
+
     def open_segment(self) -> Segment:
         return Segment()
 
@@ -351,9 +361,7 @@ class StreamLog:
             self._evaluate_retention(due)
 
     def _write(self, entry: StreamEntry) -> None:
-        segment = self._segments[-1]
-        segment.entries.append(entry)
-        segment.size += entry.size
+        self._segments[-1].append(entry)
         self.bytes += entry.size
         self.next_offset += 1
 
