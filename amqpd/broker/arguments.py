@@ -446,3 +446,28 @@ def validate_queue_args(args: FieldTable, resource: str) -> None:
             raise PreconditionFailed(
                 f"invalid arg '{key}' for {resource} of queue type {QUEUE_TYPE_MODULES[qtype]}"
             )
+
+
+# The consume arguments each queue type takes (rabbit_queue_type capabilities
+# consumer_arguments; oracle 3.10.8: x-cancel-on-ha-failover on a quorum queue, x-priority on
+# a stream and x-stream-offset on a classic queue are all refused). The values of a type's
+# own arguments are checked first (by the session); then a known argument the type does
+# not take → "invalid arg ... of queue type ...". Unknown ones are ignored.
+QUEUE_TYPE_CONSUME_ARGS: dict[str, tuple[str, ...]] = {
+    "classic": ("x-priority", "x-cancel-on-ha-failover"),
+    "quorum": ("x-priority",),
+    "stream": ("x-stream-offset",),
+}
+_KNOWN_CONSUME_ARGS = frozenset(a for args in QUEUE_TYPE_CONSUME_ARGS.values() for a in args)
+
+
+def check_consume_args_for_type(args: FieldTable, queue_type: str, resource: str) -> None:
+    """rabbit_amqqueue:check_consume_arguments/3, its queue-type part (see above)."""
+    if not args:
+        return
+    allowed = QUEUE_TYPE_CONSUME_ARGS.get(queue_type, ())
+    for key in args:
+        if key in _KNOWN_CONSUME_ARGS and key not in allowed:
+            raise PreconditionFailed(
+                f"invalid arg '{key}' for {resource} of queue type {QUEUE_TYPE_MODULES[queue_type]}"
+            )

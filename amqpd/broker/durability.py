@@ -66,7 +66,11 @@ def enqueue_routed(
     its confirm must wait for ``log.after_commit``.
     """
     if log.enabled and message.persistent:
-        durable = [q.name for q in queues if q.durable and not q.deleted]
+        # Streams keep their own segments (in memory for now, stream.py): their messages
+        # are not logged here, or the log would keep every message a retention dropped.
+        durable = [
+            q.name for q in queues if q.durable and not q.deleted and q.queue_type != "stream"
+        ]
         if durable:
             message.store_id = log.message_published(
                 vhost,

@@ -30,6 +30,7 @@ Rules of this module:
 from __future__ import annotations
 
 import base64
+import functools
 import heapq
 import itertools
 import secrets
@@ -59,6 +60,7 @@ from amqpd.broker.limits import VhostLimits
 from amqpd.broker.message import Message
 from amqpd.broker.permissions import Access
 from amqpd.broker.queue import Queue
+from amqpd.broker.stream import StreamQueue, check_declare
 from amqpd.errors import AccessRefused, NotFound, PreconditionFailed, ResourceLocked
 from amqpd.storage.durable import NULL_LOG, DurableLog
 
@@ -507,7 +509,11 @@ class VirtualHost:
                 raise PreconditionFailed(f"invalid property 'exclusive-owner' for {resource}")
             if not durable:
                 raise PreconditionFailed(f"invalid property 'non-durable' for {resource}")
-        queue = Queue(
+        make_queue: Callable[..., Queue] = Queue
+        if qtype == "stream":
+            check_declare(args)  # then rabbit_stream_queue's own checks (stream.py)
+            make_queue = functools.partial(StreamQueue, wall_clock=self.wall_clock)
+        queue = make_queue(
             name,
             vhost=self.name,
             durable=durable,
@@ -589,6 +595,9 @@ class VirtualHost:
         if queue is None:
             return 0  # queue.delete is idempotent: delete-ok with message count 0
         self._check_exclusive_access(queue, owner)
+        if isinstance(queue, StreamQueue):
+            # rabbit_stream_queue:delete/4 ignores if-unused and if-empty (oracle).
+            return self._delete_queue(queue)
         if if_unused and queue.consumer_count:
             raise PreconditionFailed(f"{queue.resource()} in use")
         if if_empty and queue.message_count:

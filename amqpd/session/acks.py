@@ -23,6 +23,7 @@ from amqpd import errors
 from amqpd.protocol import methods as M
 from amqpd.protocol.frames import encode_basic_get_ok
 from amqpd.protocol.methods import BasicGetEmpty, BasicRecoverOk
+from amqpd.session import stream_consumer
 from amqpd.session.tx import SettleOp
 from amqpd.session.unacked import Unacked
 
@@ -82,6 +83,7 @@ def basic_reject(ch: Channel, cmd: Command) -> None:
 
 
 def _reject(ch: Channel, records: list[Unacked], requeue: bool) -> None:
+    stream_consumer.refuse_reject(records)  # 540 for stream deliveries
     op: SettleOp = "requeue" if requeue else "discard"
     if ch.tx is not None:
         ch.tx.add_settlement(op, records)
@@ -101,4 +103,5 @@ def basic_recover(ch: Channel, cmd: Command) -> None:
 def _recover(ch: Channel, requeue: bool) -> None:
     if not requeue:
         raise errors.NotImplemented("requeue=false")
+    stream_consumer.refuse_recover(ch.unacked)  # 541 for stream deliveries
     ch.settle("requeue", ch.unacked.pop_all())

@@ -773,8 +773,11 @@ def _reply_text(err: AMQPError) -> str:
     """The close frame's reply-text: ``"CODE_NAME - detail"``, cut as RabbitMQ cuts it.
 
     reply-text is a shortstr (spec 4.2.5.3); rabbit_binary_generator:
-    amqp_exception_explanation/2 keeps 252 octets and appends "..." when it is longer.
+    amqp_exception_explanation/2 keeps 252 octets and appends "..." when it is longer, and
+    sends the bare name when there is no explanation (a crashed channel: "INTERNAL_ERROR").
     """
+    if not err.detail:
+        return REPLY_NAMES[err.reply_code]
     text = f"{REPLY_NAMES[err.reply_code]} - {err.detail}"
     raw = text.encode("utf-8")
     if len(raw) <= 255:

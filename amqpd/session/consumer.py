@@ -28,7 +28,7 @@ import secrets
 from typing import TYPE_CHECKING, Any, cast
 
 from amqpd import errors
-from amqpd.broker.arguments import is_int, type_name
+from amqpd.broker.arguments import check_consume_args_for_type, is_int, type_name
 from amqpd.errors import NotAllowed, PreconditionFailed
 from amqpd.protocol import methods as M
 from amqpd.protocol.frames import encode_basic_deliver
@@ -163,6 +163,11 @@ def basic_consume(ch: Channel, cmd: Command) -> None:
     name = ch.expand_queue_name(m.queue)
     ch.access.read("queue", name)  # after the tag check, before the lookup (rabbit_channel)
     queue = ch.vhost.get_queue(name, ch.conn)
+    if queue.queue_type == "stream":
+        from amqpd.session import stream_consumer  # it builds on ChannelConsumer
+
+        stream_consumer.basic_consume(ch, m, queue, tag or generate_consumer_tag())
+        return
     consumer = ChannelConsumer(
         ch,
         queue,
@@ -172,6 +177,7 @@ def basic_consume(ch: Channel, cmd: Command) -> None:
         prefetch=ch.limiter.consumer_prefetch,
         arguments=m.arguments,
     )
+    check_consume_args_for_type(m.arguments, queue.queue_type, queue.resource())
     queue.add_consumer(consumer, ch.now)  # raises 403 "in exclusive use" etc. before any reply
     ch.consumers[consumer.tag] = consumer
     if not m.no_wait:
