@@ -98,7 +98,7 @@ def prepare_broker(
 
 def reloader(
     path: Path | None, broker: Broker, definitions: Path | None = None
-) -> Callable[[], list[tuple[Any, str]]]:
+) -> Callable[[float], list[tuple[Any, str]]]:
     """The SIGHUP action: re-read the config (and definitions) file, apply to ``broker``.
 
     An unusable file changes nothing and is logged. Listener, limit and storage settings
@@ -107,14 +107,14 @@ def reloader(
     """
     log = structlog.get_logger("amqpd.config")
 
-    def reload() -> list[tuple[Any, str]]:
+    def reload(now: float | None = None) -> list[tuple[Any, str]]:
         try:
             config = read_config_file(path) if path is not None else None
             wanted, _ = effective_definitions(config, definitions)
         except ConfigFileError as exc:
             log.error("reload refused, nothing changed", error=str(exc))
             return []
-        report = broker.apply_definitions(wanted)
+        report = broker.apply_definitions(wanted, now)
         broker.max_connections = config.max_connections if config is not None else None
         for change in report.changes:
             log.info("reload: " + change)
