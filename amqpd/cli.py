@@ -10,7 +10,8 @@ Rules of this module:
 - A graceful shutdown (SIGINT/SIGTERM) exits 0.
 - Command-line options win over the config file, which wins over the built-in defaults.
 - ``amqpd hash-password`` prints a password hash for the config file and exits;
-  ``amqpd export-definitions`` prints RabbitMQ definitions JSON and exits.
+  ``amqpd export-definitions`` prints RabbitMQ definitions JSON and exits;
+  ``amqpd import-definitions`` hands a definitions file to the running broker.
 """
 
 from __future__ import annotations
