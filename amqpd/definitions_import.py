@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from amqpd.definitions_io import DefinitionsError, Imported, read_definitions
-from amqpd.pidfile import PidFileError, read_pid
+from amqpd.pidfile import PidFileError, add_pid_file_argument, read_pid
 
 
 def spool_dir(pid_file: Path) -> Path:
@@ -83,13 +83,7 @@ def import_main(argv: Sequence[str]) -> int:
         "what it does not support.",
     )
     parser.add_argument("file", type=Path, metavar="FILE", help="the definitions JSON")
-    parser.add_argument(
-        "--pid-file",
-        type=Path,
-        required=True,
-        metavar="FILE",
-        help="the file the broker was started with (--pid-file)",
-    )
+    add_pid_file_argument(parser)
     args = parser.parse_args(argv)
     try:
         read_definitions(args.file)  # refuse a bad file here, with its one-line reason

@@ -158,16 +158,37 @@ def qname(policies: Policies, pconn: pika.BlockingConnection) -> Iterator[Any]:
                 ch = pconn.channel()
 
 
+def confirming(conn: pika.BlockingConnection) -> Any:
+    """A channel in confirm mode (a refused publish raises NackError)."""
+    ch = conn.channel()
+    ch.confirm_delivery()
+    return ch
+
+
 def depth(ch: Any, queue: str) -> int:
     return int(ch.queue_declare(queue, passive=True).method.message_count)
+
+
+def reject_one(ch: Any, queue: str) -> None:
+    """Publish a message to ``queue``, get it and reject it (dead-lettered, "rejected")."""
+    ch.basic_publish("", queue, b"rejected")
+    method = ch.basic_get(queue)[0]
+    ch.basic_reject(method.delivery_tag, requeue=False)
+
+
+def fanouts(ch: Any, *pairs: tuple[str, str]) -> None:
+    """Declare each (fanout exchange, queue) pair, the queue bound to the exchange."""
+    for exchange, queue in pairs:
+        ch.exchange_declare(exchange, "fanout")
+        ch.queue_declare(queue)
+        ch.queue_bind(queue, exchange)
 
 
 def test_a_lower_max_length_policy_drops_at_once_and_clearing_restores_the_argument(
     policies: Policies, pconn: pika.BlockingConnection, qname: Any
 ) -> None:
     q = qname("ml")
-    ch = pconn.channel()
-    ch.confirm_delivery()
+    ch = confirming(pconn)
     ch.queue_declare(q, arguments={"x-max-length": 5})
     for i in range(5):
         ch.basic_publish("", q, f"m{i}".encode())
@@ -185,8 +206,7 @@ def test_the_lower_of_argument_and_policy_ttl_applies_to_new_messages(
     policies: Policies, pconn: pika.BlockingConnection, qname: Any
 ) -> None:
     q = qname("ttl")
-    ch = pconn.channel()
-    ch.confirm_delivery()
+    ch = confirming(pconn)
     ch.queue_declare(q, arguments={"x-message-ttl": 60000})
     ch.basic_publish("", q, b"before")
     policies.set("ttl", f"^{q}$", {"message-ttl": 1})
@@ -200,20 +220,14 @@ def test_the_lower_of_argument_and_policy_ttl_applies_to_new_messages(
 def test_the_dlx_argument_beats_the_policy_but_each_key_is_its_own(
     policies: Policies, pconn: pika.BlockingConnection, qname: Any
 ) -> None:
-    ch = pconn.channel()
-    ch.confirm_delivery()
+    ch = confirming(pconn)
     xa, xp = qname("dlx-a"), qname("dlx-p")
     qa, qp = qname("dlq-a"), qname("dlq-p")
-    for x, dq in ((xa, qa), (xp, qp)):
-        ch.exchange_declare(x, "fanout")
-        ch.queue_declare(dq)
-        ch.queue_bind(dq, x)
+    fanouts(ch, (xa, qa), (xp, qp))
     src = qname("dsrc")
     ch.queue_declare(src, arguments={"x-dead-letter-exchange": xa})
     policies.set("dlx", f"^{src}$", {"dead-letter-exchange": xp, "dead-letter-routing-key": "k"})
-    ch.basic_publish("", src, b"x")
-    method = ch.basic_get(src)[0]
-    ch.basic_reject(method.delivery_tag, requeue=False)
+    reject_one(ch, src)
     got: list[Any] = []
 
     def dead_lettered() -> bool:
@@ -231,18 +245,13 @@ def test_the_dlx_argument_beats_the_policy_but_each_key_is_its_own(
 def test_a_new_policy_dlx_is_used_for_the_next_dead_lettering(
     policies: Policies, pconn: pika.BlockingConnection, qname: Any
 ) -> None:
-    ch = pconn.channel()
-    ch.confirm_delivery()
+    ch = confirming(pconn)
     x, dq = qname("dlx-new"), qname("dlq-new")
-    ch.exchange_declare(x, "fanout")
-    ch.queue_declare(dq)
-    ch.queue_bind(dq, x)
+    fanouts(ch, (x, dq))
     src = qname("dsrc-new")
     ch.queue_declare(src)
     policies.set("dlx-new", f"^{src}$", {"dead-letter-exchange": x})
-    ch.basic_publish("", src, b"y")
-    method = ch.basic_get(src)[0]
-    ch.basic_reject(method.delivery_tag, requeue=False)
+    reject_one(ch, src)
     wait_for(pconn, lambda: depth(ch, dq) == 1, what="the dead-lettered message")
 
 
@@ -250,8 +259,7 @@ def test_only_the_highest_priority_policy_applies(
     policies: Policies, pconn: pika.BlockingConnection, qname: Any
 ) -> None:
     q = qname("prio")
-    ch = pconn.channel()
-    ch.confirm_delivery()
+    ch = confirming(pconn)
     ch.queue_declare(q)
     policies.set("prio-low", f"^{q}$", {"message-ttl": 1}, priority=1)
     policies.set("prio-high", f"^{q}$", {"max-length": 3}, priority=2)
@@ -265,8 +273,7 @@ def test_only_the_highest_priority_policy_applies(
 def test_overflow_argument_beats_the_policy(
     policies: Policies, pconn: pika.BlockingConnection, qname: Any
 ) -> None:
-    ch = pconn.channel()
-    ch.confirm_delivery()
+    ch = confirming(pconn)
     with_arg, without = qname("ov-arg"), qname("ov-none")
     ch.queue_declare(with_arg, arguments={"x-max-length": 1, "x-overflow": "drop-head"})
     ch.queue_declare(without, arguments={"x-max-length": 1})
@@ -282,14 +289,10 @@ def test_overflow_argument_beats_the_policy(
 def test_alternate_exchange_policy_and_argument(
     policies: Policies, pconn: pika.BlockingConnection, qname: Any
 ) -> None:
-    ch = pconn.channel()
-    ch.confirm_delivery()
+    ch = confirming(pconn)
     ae_p, ae_a = qname("ae-p"), qname("ae-a")
     qp, qa = qname("aeq-p"), qname("aeq-a")
-    for ae, q in ((ae_p, qp), (ae_a, qa)):
-        ch.exchange_declare(ae, "fanout")
-        ch.queue_declare(q)
-        ch.queue_bind(q, ae)
+    fanouts(ch, (ae_p, qp), (ae_a, qa))
     plain, with_arg = qname("x-plain"), qname("x-arg")
     ch.exchange_declare(plain, "direct")
     ch.exchange_declare(with_arg, "direct", arguments={"alternate-exchange": ae_a})

@@ -32,6 +32,14 @@ def drain(q: Queue, now: float | None = None) -> list[bytes]:
     return out
 
 
+def fanouts(vhost: VirtualHost, *names: str) -> None:
+    """A fanout exchange NAME with a queue NAME-q bound to it, for each name."""
+    for name in names:
+        vhost.declare_exchange(name, "fanout")
+        vhost.declare_queue(name + "-q")
+        vhost.bind_queue(name + "-q", name, "")
+
+
 def fill(q: Queue, msg: Any, n: int, now: float = 0.0) -> None:
     for i in range(n):
         assert q.enqueue(msg(f"m{i}".encode()), now)
@@ -161,9 +169,8 @@ def test_a_lower_max_length_drops_the_head_at_once(vhost: VirtualHost, msg: Any)
 
 
 def test_drop_head_dead_letters_through_the_new_policy_dlx(vhost: VirtualHost, msg: Any) -> None:
-    vhost.declare_exchange("dlx", "fanout")
-    dlq = vhost.declare_queue("dlq")
-    vhost.bind_queue("dlq", "dlx", "")
+    fanouts(vhost, "dlx")
+    dlq = vhost.queues["dlx-q"]
     q = vhost.declare_queue("q1")
     fill(q, msg, 3)
     # process_args_policy sets the DLX before the max-length that drops.
@@ -250,10 +257,7 @@ def test_an_unchanged_policy_is_not_re_applied(vhost: VirtualHost) -> None:
 
 
 def test_a_new_dlx_is_used_for_the_next_dead_lettering(vhost: VirtualHost, msg: Any) -> None:
-    for name in ("x1", "x2"):
-        vhost.declare_exchange(name, "fanout")
-        vhost.declare_queue(name + "q")
-        vhost.bind_queue(name + "q", name, "")
+    fanouts(vhost, "x1", "x2")
     q = vhost.declare_queue("q1")
     vhost.set_policies([pol({"dead-letter-exchange": "x1"})])
     for _ in range(2):
@@ -262,25 +266,22 @@ def test_a_new_dlx_is_used_for_the_next_dead_lettering(vhost: VirtualHost, msg: 
         assert e is not None
         q.discard(e)
         vhost.set_policies([pol({"dead-letter-exchange": "x2"}, name="p2", priority=3)])
-    assert (vhost.queues["x1q"].message_count, vhost.queues["x2q"].message_count) == (1, 1)
+    assert (vhost.queues["x1-q"].message_count, vhost.queues["x2-q"].message_count) == (1, 1)
     # The higher-priority policy replaces the other entirely: its DLRK is gone too.
     assert q.settings.dead_letter_routing_key is None
 
 
 def test_a_dlx_argument_beats_the_policy_when_dead_lettering(vhost: VirtualHost, msg: Any) -> None:
-    for name in ("xa", "xp"):
-        vhost.declare_exchange(name, "fanout")
-        vhost.declare_queue(name + "q")
-        vhost.bind_queue(name + "q", name, "")
+    fanouts(vhost, "xa", "xp")
     vhost.set_policies([pol({"dead-letter-exchange": "xp", "dead-letter-routing-key": "k"})])
     q = vhost.declare_queue("q1", arguments={"x-dead-letter-exchange": "xa"})
     q.enqueue(msg(b"r"))
     e = q.get()
     assert e is not None
     q.discard(e)
-    got = vhost.queues["xaq"].get()
+    got = vhost.queues["xa-q"].get()
     assert got is not None and got.message.routing_key == "k"
-    assert vhost.queues["xpq"].message_count == 0
+    assert vhost.queues["xp-q"].message_count == 0
 
 
 # -- exchanges: alternate-exchange ---------------------------------------------------------
@@ -289,10 +290,7 @@ def _unroutable(vhost: VirtualHost, exchange: str) -> list[str]:
 
 
 def test_alternate_exchange_policy(vhost: VirtualHost) -> None:
-    for name in ("ae-pol", "ae-arg"):
-        vhost.declare_exchange(name, "fanout")
-        vhost.declare_queue(name + "-q")
-        vhost.bind_queue(name + "-q", name, "")
+    fanouts(vhost, "ae-pol", "ae-arg")
     vhost.declare_exchange("x1", "direct")
     vhost.declare_exchange("x2", "direct", arguments={"alternate-exchange": "ae-arg"})
     assert _unroutable(vhost, "x1") == []
@@ -306,9 +304,7 @@ def test_alternate_exchange_policy(vhost: VirtualHost) -> None:
 
 
 def test_a_queue_policy_does_not_touch_exchanges(vhost: VirtualHost) -> None:
-    vhost.declare_exchange("ae", "fanout")
-    vhost.declare_queue("ae-q")
-    vhost.bind_queue("ae-q", "ae", "")
+    fanouts(vhost, "ae")
     vhost.declare_exchange("x1", "direct")
     vhost.set_policies([pol({"alternate-exchange": "ae"}, pattern="^x", apply_to="queues")])
     assert _unroutable(vhost, "x1") == []
