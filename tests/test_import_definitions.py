@@ -170,3 +170,33 @@ def test_import_definitions_without_a_broker(tmp_path: Path, capsys: Any) -> Non
         main(["import-definitions", str(file), "--pid-file", str(pid_file)])
     assert info.value.code == 2
     assert "cannot read pid file" in capsys.readouterr().err
+
+
+def test_reloader_imports_spooled_files_and_keeps_them(tmp_path: Path) -> None:
+    from amqpd.bootstrap import build_broker, reloader
+    from amqpd.config import read_config_file
+    from amqpd.definitions_import import Spool
+
+    config = tmp_path / "amqpd.toml"
+    config.write_text(_config())
+    broker = build_broker(read_config_file(config))
+    spool = Spool(tmp_path / "spool")
+    spool.directory.mkdir()
+    good = _definitions(hash_password("pc", SHA256).value)
+    bad = {
+        "permissions": [
+            {"user": "nobody", "vhost": "/", **dict.fromkeys(("configure", "write", "read"), ".*")}
+        ]
+    }
+    (spool.directory / "1.json").write_text(json.dumps(bad))
+    (spool.directory / "2.json").write_text(json.dumps(good))
+    (spool.directory / "3.json").write_text("{")
+    reload = reloader(config, broker, None, spool)
+    reload(5.0)
+    assert not spool.pending()  # every file taken, usable or not
+    assert "carol" in broker.users and "imported" in broker.vhosts
+    assert broker.permissions.get("nobody", "/") is None  # the refused file changed nothing
+    work = broker.vhosts["imported"].queues["work"]
+    assert work.settings.max_length == 1  # the imported policy applies
+    reload(6.0)  # a later reload (nothing spooled) keeps the import
+    assert "carol" in broker.users and work.settings.max_length == 1
