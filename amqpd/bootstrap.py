@@ -18,6 +18,7 @@ import structlog
 from amqpd.broker.broker import Broker
 from amqpd.broker.definitions import Definitions
 from amqpd.config import Config, ConfigFileError, default_definitions, read_config_file
+from amqpd.definitions_import import Spool
 from amqpd.definitions_io import (
     DefinitionsError,
     Imported,
@@ -97,24 +98,52 @@ def prepare_broker(
 
 
 def reloader(
-    path: Path | None, broker: Broker, definitions: Path | None = None
-) -> Callable[[], list[tuple[Any, str]]]:
+    path: Path | None,
+    broker: Broker,
+    definitions: Path | None = None,
+    spool: Spool | None = None,
+) -> Callable[[float], list[tuple[Any, str]]]:
     """The SIGHUP action: re-read the config (and definitions) file, apply to ``broker``.
 
     An unusable file changes nothing and is logged. Listener, limit and storage settings
-    need a restart; vhosts, users, permissions, topic permissions, policies, vhost limits
-    and the node connection limit apply at once. Imported topology is not re-declared.
+    need a restart; vhosts, users, permissions, topic permissions, policies (re-applied to
+    existing queues and exchanges at ``now``), vhost limits and the node connection limit
+    apply at once. Imported topology is not re-declared.
+
+    ``spool``: files ``amqpd import-definitions`` left (definitions_import.py). Each is
+    merged over the config's definitions, for this reload and every later one, and its
+    topology declared once; a file that cannot be used is logged and dropped.
     """
     log = structlog.get_logger("amqpd.config")
+    imports: list[Imported] = []  # every import so far: later reloads keep them
 
-    def reload() -> list[tuple[Any, str]]:
+    def reload(now: float | None = None) -> list[tuple[Any, str]]:
         try:
             config = read_config_file(path) if path is not None else None
             wanted, _ = effective_definitions(config, definitions)
         except ConfigFileError as exc:
             log.error("reload refused, nothing changed", error=str(exc))
-            return []
-        report = broker.apply_definitions(wanted)
+            return []  # spooled imports wait for a reload that can read the config
+        loopback = config.loopback_users if config is not None else ("guest",)
+
+        def layered(extra: list[Imported]) -> Definitions:
+            merged = wanted
+            for imported in extra:
+                merged = merge(merged, imported.definitions, loopback)
+            return merged
+
+        new: list[Imported] = []
+        for file, result in spool.take() if spool is not None else []:
+            try:
+                if isinstance(result, DefinitionsError):
+                    raise result
+                check(layered([*imports, *new, result]))
+            except DefinitionsError as exc:
+                log.error("import refused, nothing imported", file=str(file), error=str(exc))
+                continue
+            new.append(result)
+        imports.extend(new)
+        report = broker.apply_definitions(layered(imports), now)
         broker.max_connections = config.max_connections if config is not None else None
         for change in report.changes:
             log.info("reload: " + change)
@@ -123,7 +152,30 @@ def reloader(
                 "reload: vhost not deleted: it still holds messages; empty it first",
                 vhost=vhost,
             )
+        for imported in new:
+            _declare_imported(broker, imported, log)
         log.info("reload done", config=str(path), connections_closed=len(report.to_close))
         return report.to_close
 
     return reload
+
+
+def _declare_imported(broker: Broker, imported: Imported, log: Any) -> None:
+    try:
+        declare_topology(broker, imported)
+    except DefinitionsError as exc:
+        log.error("import: topology not fully declared", error=str(exc))
+    for item in imported.unsupported:
+        log.warning("import: not imported: " + item)
+    d = imported.definitions
+    log.info(
+        "definitions imported",
+        users=len(d.users),
+        vhosts=len(d.vhosts),
+        permissions=len(d.permissions) + len(d.topic_permissions),
+        policies=len(d.policies),
+        exchanges=len(imported.exchanges),
+        queues=len(imported.queues),
+        bindings=len(imported.bindings),
+        not_imported=len(imported.unsupported),
+    )

@@ -10,7 +10,8 @@ Rules of this module:
 - A graceful shutdown (SIGINT/SIGTERM) exits 0.
 - Command-line options win over the config file, which wins over the built-in defaults.
 - ``amqpd hash-password`` prints a password hash for the config file and exits;
-  ``amqpd export-definitions`` prints RabbitMQ definitions JSON and exits.
+  ``amqpd export-definitions`` prints RabbitMQ definitions JSON and exits;
+  ``amqpd import-definitions`` hands a definitions file to the running broker.
 """
 
 from __future__ import annotations
@@ -26,7 +27,15 @@ from pathlib import Path
 import structlog
 import trio
 
-from amqpd import __version__, bootstrap, definitions_export, passwords_cli, pidfile, tls
+from amqpd import (
+    __version__,
+    bootstrap,
+    definitions_export,
+    definitions_import,
+    passwords_cli,
+    pidfile,
+    tls,
+)
 from amqpd import config as config_module
 from amqpd.config import Config
 from amqpd.log import LOG_FORMATS, LOG_LEVELS, LogFormat, configure_logging
@@ -137,6 +146,7 @@ SUBCOMMANDS: dict[str, Callable[[list[str]], int]] = {
     "export-definitions": definitions_export.export_main,
     "gen-certs": tls.gen_certs_main,
     "reload": pidfile.reload_main,
+    "import-definitions": definitions_import.import_main,
 }
 
 
@@ -195,10 +205,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.listen or (config.listeners if config else None) or DEFAULT_LISTEN
     )
     server_config = ServerConfig(connection=config.connection if config else None)
-    # SIGHUP re-reads the config file (users, permissions, vhosts, policies) live.
+    # SIGHUP re-reads the config file (users, permissions, vhosts, policies) live, and
+    # imports what `amqpd import-definitions` spooled next to the pid file.
+    spool = (
+        definitions_import.Spool(definitions_import.spool_dir(args.pid_file))
+        if args.pid_file is not None
+        else None
+    )
     reload = (
-        bootstrap.reloader(args.config, broker, args.definitions)
-        if args.config is not None or args.definitions is not None
+        bootstrap.reloader(args.config, broker, args.definitions, spool)
+        if args.config is not None or args.definitions is not None or spool is not None
         else None
     )
     try:

@@ -50,11 +50,8 @@ def read_pid(path: Path) -> int:
     return int(text)
 
 
-def reload_main(argv: Sequence[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="amqpd reload",
-        description="Ask the running broker to re-read its configuration (sends SIGHUP).",
-    )
+def add_pid_file_argument(parser: argparse.ArgumentParser) -> None:
+    """``--pid-file FILE`` (required) of the subcommands that talk to a running broker."""
     parser.add_argument(
         "--pid-file",
         type=Path,
@@ -62,6 +59,14 @@ def reload_main(argv: Sequence[str]) -> int:
         metavar="FILE",
         help="the file the broker was started with (--pid-file)",
     )
+
+
+def reload_main(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="amqpd reload",
+        description="Ask the running broker to re-read its configuration (sends SIGHUP).",
+    )
+    add_pid_file_argument(parser)
     args = parser.parse_args(argv)
     try:
         pid = read_pid(args.pid_file)

@@ -45,10 +45,10 @@ class Broker:
         self.on_deadline_moved: Callable[[], None] | None = None
         self.durable: DurableLog = NULL_LOG
         self.vhosts: dict[str, VirtualHost] = {}
+        self.policies: dict[tuple[str, str], Policy] = {}
         self.add_vhost("/")
         self.user_table = UserTable()
         self.permissions = PermissionTable()
-        self.policies: dict[tuple[str, str], Policy] = {}
         #: rabbitmqctl set_user_limits (max-connections, max-channels) by user name.
         self.user_limits: dict[str, UserLimits] = {}
         #: Node-wide connection limit (config ``limits.max_connections``); None: no limit.
@@ -67,6 +67,7 @@ class Broker:
             vhost = self.vhosts[name] = VirtualHost(name, wall_clock=self.wall_clock)
             vhost.on_deadline_moved = self._deadline_moved
             vhost.durable = self.durable
+            vhost.set_policies(p for p in self.policies.values() if p.vhost == name)
         if limits is not None:
             vhost.limits = limits
         return vhost
@@ -131,8 +132,14 @@ class Broker:
     def set_permissions(self, user: str, vhost: str, permission: Permission) -> None:
         self.permissions.set(user, vhost, permission)
 
-    def add_policy(self, policy: Policy) -> None:
+    def add_policy(self, policy: Policy, now: float | None = None) -> None:
         self.policies[(policy.vhost, policy.name)] = policy
+        self._apply_policies(now)
+
+    def _apply_policies(self, now: float | None) -> None:
+        """Hand every vhost its policies; they re-apply where they changed, at ``now``."""
+        for name, vhost in self.vhosts.items():
+            vhost.set_policies((p for p in self.policies.values() if p.vhost == name), now)
 
     # -- connections -------------------------------------------------------------------------
     def open_connection(
@@ -158,8 +165,11 @@ class Broker:
         return vhost, Access(self.permissions, user.name, vhost_name)
 
     # -- definitions (start and reload) -----------------------------------------------------
-    def apply_definitions(self, d: Definitions) -> ApplyReport:
+    def apply_definitions(self, d: Definitions, now: float | None = None) -> ApplyReport:
         """Make vhosts, users, permissions and policies match ``d``; see ``ApplyReport``.
+
+        Policies re-apply at once to the existing queues and exchanges whose policy changed
+        (``now``: the time of the change; None: each queue's latest time).
 
         As RabbitMQ on delete_user / delete_vhost (rabbit_connection_tracking_handler), the
         connections of a deleted user or vhost are to be closed; changed permissions apply
@@ -204,6 +214,7 @@ class Broker:
             table.set_topic(user, vhost, topic)
         self.permissions.replace(table)
         self.policies = {(p.vhost, p.name): p for p in d.policies}
+        self._apply_policies(now)
         # Closing may release connections (close_connection); take no live views above.
         return report
 

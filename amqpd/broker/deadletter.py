@@ -54,13 +54,6 @@ def _keys(value: object) -> list[str]:
     return [_text(v) for v in value if is_longstr(v)]
 
 
-def dead_letter_args(arguments: Mapping[str, Any]) -> tuple[str | None, str | None]:
-    """A queue's (x-dead-letter-exchange, x-dead-letter-routing-key), None where unset."""
-    dlx = arguments.get("x-dead-letter-exchange")
-    dlrk = arguments.get("x-dead-letter-routing-key")
-    return (None if dlx is None else _text(dlx)), (None if dlrk is None else _text(dlrk))
-
-
 def deaths_of(headers: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The x-death entries of a header table (a malformed header counts as none)."""
     value = headers.get("x-death")

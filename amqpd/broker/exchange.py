@@ -14,6 +14,7 @@ import attrs
 from amqpd.broker import delayed
 from amqpd.broker.arguments import is_longstr
 from amqpd.broker.exchanges import EXCHANGE_TYPES, ExchangeType
+from amqpd.broker.policies import Policy
 
 
 @attrs.frozen(slots=True)
@@ -53,16 +54,34 @@ class Exchange:
         )
         self.impl: ExchangeType = EXCHANGE_TYPES[routing_type]()
         # Arguments never change after declare, so the AE name is worked out once (routing
-        # reads it on every publish). Only a longstr counts, as in rabbit_misc:r_arg/4.
+        # reads it on every publish); a policy may supply one (apply_policy). Only a
+        # longstr counts, as in rabbit_misc:r_arg/4.
         ae = self.arguments.get("alternate-exchange")
-        self.alternate_exchange: str | None = (
+        self._argument_ae = (
             None
             if ae is None or not is_longstr(ae)
             else ae.decode()
             if isinstance(ae, bytes)
             else str(ae)
         )
+        self.alternate_exchange: str | None = self._argument_ae
+        self.policy: Policy | None = None
         self.deleted = False
+
+    def apply_policy(self, policy: Policy | None) -> None:
+        """The policy that applies to this exchange (None: none any more).
+
+        Only ``alternate-exchange`` concerns an exchange here, and the argument beats the
+        policy: rabbit_policy:get_arg/3 (used by rabbit_exchange's process_alternate/2)
+        reads the argument first (oracle: an exchange declared with an AE keeps using it
+        under a policy naming another).
+        """
+        self.policy = policy
+        ae = policy.definition.get("alternate-exchange") if policy is not None else None
+        if "alternate-exchange" in self.arguments or not isinstance(ae, str):
+            self.alternate_exchange = self._argument_ae
+        else:
+            self.alternate_exchange = ae
 
     def resource(self) -> str:
         return f"exchange '{self.name}' in vhost '{self.vhost}'"

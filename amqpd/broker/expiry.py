@@ -9,6 +9,10 @@ Rules of this module (reference 2.2; docs "Time-To-Live and Expiration"):
   ("when both are specified, the lower value is chosen").
 - ``expiring`` turns True once any entry may carry an expiry; until then the queue skips
   its TTL checks, so queues without TTL pay nothing on the hot path.
+- The TTL and x-expires come from the queue's effective settings (queue_settings.py) and
+  may change live (``set_limits``, a policy change): a message's expiry stays what it was
+  given at enqueue (rabbit_amqqueue_process:init_ttl/2 only sets the TTL for later
+  publishes; oracle).
 - x-expires (> 0 ms, validated at declare): the lease runs from the last use (declare,
   passive declare, basic.get, the last consumer going); the queue is due for deletion when
   it has no consumers and the lease is over.
@@ -34,12 +38,20 @@ class QueueClock:
 
     def __init__(self, arguments: Mapping[str, Any], now: float) -> None:
         self.now = now
-        self.ttl_ms = _ms(arguments.get("x-message-ttl"))
-        self.expiring = self.ttl_ms is not None
-        expires = _ms(arguments.get("x-expires"))
-        self.expires: float | None = expires / 1000 if expires is not None else None
+        self.expiring = False
+        self.ttl_ms: int | None = None
+        self.expires: float | None = None
+        self.set_limits(_ms(arguments.get("x-message-ttl")), _ms(arguments.get("x-expires")))
         self.last_used = now
         self.scheduled: float | None = None
+
+    def set_limits(self, ttl_ms: int | None, expires_ms: int | None) -> None:
+        """The queue's TTL and x-expires (ms), from its effective settings (a policy may
+        change them live). Entries already queued keep the expiry they were given."""
+        self.ttl_ms = ttl_ms
+        if ttl_ms is not None:
+            self.expiring = True  # never back to False: queued entries may carry one
+        self.expires = expires_ms / 1000 if expires_ms is not None else None
 
     def advance(self, now: float | None) -> float:
         if now is not None and now > self.now:

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from amqpd.broker.arguments import is_int
+from amqpd.broker.queue_settings import QueueSettings
 
 
 def _int_arg(value: object) -> int | None:
@@ -41,6 +42,13 @@ class LengthLimits:
         if isinstance(overflow, bytes):
             overflow = overflow.decode()
         return cls(max_length, max_bytes, str(overflow))
+
+    @classmethod
+    def from_settings(cls, settings: QueueSettings) -> LengthLimits | None:
+        """The limits of a queue's effective settings (arguments and policy)."""
+        if settings.max_length is None and settings.max_length_bytes is None:
+            return None
+        return cls(settings.max_length, settings.max_length_bytes, settings.overflow or "")
 
     def would_overflow(self, count: int, ready_bytes: int, size: int) -> bool:
         """Would one more ready message of ``size`` body bytes exceed a limit?"""

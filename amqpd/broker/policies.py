@@ -6,16 +6,21 @@ validators; https://www.rabbitmq.com/docs/parameters#policies):
   (``queues``, ``exchanges`` or ``all``), an integer priority and a definition whose keys
   each have one validator here (RabbitMQ rejects an unknown key or a bad value when the
   policy is set).
-- Policies are stored and validated only: applying them to queues and exchanges is the
-  queue-lifecycle work's (``matching`` names the policy that would apply, highest priority
-  first, as ``rabbit_policy:match/2`` picks it).
+- ``matching`` names the one policy that applies to a queue or exchange, as
+  ``rabbit_policy:match/2`` picks it: the highest priority among those whose ``apply-to``
+  fits and whose pattern matches the name; never a merge of several. Among equal
+  priorities RabbitMQ takes the first in its table's order (the oracle picked the first by
+  name); amqpd takes the first by name, deterministically.
+- What a policy does to a queue is queue_settings.py's (with the queue's arguments); to an
+  exchange, ``Exchange.apply_policy`` (alternate-exchange). The vhost applies them at
+  declare and re-applies them when they change (``VirtualHost.set_policies``).
 - ``max-priority`` is not a policy key in RabbitMQ 3.x (only the ``x-max-priority`` queue
   argument sets it), so a definition naming it is refused.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import attrs
@@ -120,10 +125,17 @@ class Policy:
         return self.apply_to in ("all", wanted) and matches(self.pattern, name)
 
 
-def matching(policies: list[Policy], kind: str, name: str) -> Policy | None:
-    """The policy that applies to a queue or exchange: the highest priority one matching."""
+def matching(policies: Iterable[Policy], kind: str, name: str) -> Policy | None:
+    """The policy that applies to a queue or exchange: the highest priority one matching
+    (``kind`` is "queue" or "exchange"); equal priorities: the first by name."""
     best: Policy | None = None
     for policy in policies:
-        if policy.applies(kind, name) and (best is None or policy.priority > best.priority):
+        if not policy.applies(kind, name):
+            continue
+        if (
+            best is None
+            or policy.priority > best.priority
+            or (policy.priority == best.priority and policy.name < best.name)
+        ):
             best = policy
     return best

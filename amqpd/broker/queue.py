@@ -10,10 +10,14 @@ Rules of this module:
   docs "Negative Acknowledgement and Requeuing"), O(log n) per requeue; with
   x-max-priority, higher priorities first and FIFO within one.
 - Unacked entries (delivered or got, not yet settled) are kept by seq.
-- Length limits (limits.py) count READY messages and body bytes only: drop-head drops from
-  the head after a publish or requeue; reject-publish(-dlx) refuses the publish that would
-  overflow before any delivery attempt (will_overflow/2), and ``enqueue`` returns False so
-  the session can nack it; -dlx also dead-letters it (reason ``maxlen``).
+- Settings: TTL, x-expires, length limits and the DLX come from ``settings``, the x-args
+  combined with the policy that applies (queue_settings.py); ``apply_policy`` re-applies
+  a changed policy to the live queue.
+- Length limits (length_limits.py) count READY messages and body bytes only: drop-head
+  drops from the head after a publish or requeue; reject-publish(-dlx) refuses the
+  publish that would overflow before any delivery attempt (will_overflow/2), and
+  ``enqueue`` returns False so the session can nack it; -dlx also dead-letters it (reason
+  ``maxlen``); it never drops from the head.
 - TTL (reference 2.2): an entry's expiry is fixed at enqueue (expiry.py) and kept across
   requeues. Expired messages are never delivered nor got; as in classic queues they are
   removed (dead-lettered, reason ``expired``) only at the head: before each delivery and
@@ -52,6 +56,8 @@ from amqpd.broker.durability import QueueJournal
 from amqpd.broker.expiry import QueueClock
 from amqpd.broker.length_limits import LengthLimits
 from amqpd.broker.message import Message
+from amqpd.broker.policies import Policy
+from amqpd.broker.queue_settings import QueueSettings, effective_settings
 from amqpd.broker.ready import PriorityReady, ReadyFifo, ReadyStore
 from amqpd.errors import AccessRefused
 
@@ -131,6 +137,7 @@ class Queue:
         arguments: Mapping[str, Any] | None = None,
         queue_type: str = "classic",
         now: float = 0.0,
+        policy: Policy | None = None,
     ) -> None:
         self.name = name
         self.vhost = vhost
@@ -148,7 +155,12 @@ class Queue:
         # The durable log's view of this queue (durable queues with a data directory only).
         self.journal: QueueJournal | None = None
 
-        self._time = QueueClock(self.arguments, now)
+        # The x-args combined with the policy that applies (queue_settings.py): what the
+        # clock, the length limits and dead-lettering run on; apply_policy changes it.
+        self.policy = policy
+        self.settings: QueueSettings = effective_settings(self.arguments, policy)
+        self._time = QueueClock({}, now)
+        self._time.set_limits(self.settings.message_ttl, self.settings.expires)
         self._next_seq = 1
         args = self.arguments
         max_priority = _int_arg(args.get("x-max-priority"))
@@ -165,7 +177,7 @@ class Queue:
         self._rejected = 0
         self._expired = 0
         self._ready_bytes = 0
-        self._limits = LengthLimits.from_arguments(args)
+        self._limits = LengthLimits.from_settings(self.settings)
 
     # -- introspection -----------------------------------------------------------------------
     @property
@@ -255,6 +267,33 @@ class Queue:
             return
         self._reschedule()
 
+    def apply_policy(self, policy: Policy | None, now: float | None = None) -> None:
+        """The policy that applies to this queue changed (added, edited, removed).
+
+        rabbit_amqqueue_process:process_args_policy/1, in its order: the x-expires timer
+        restarts from now (init_exp/2; oracle: a policy ``expires`` counts from the policy
+        change), the DLX and DLRK apply to the next dead-lettering, a new TTL to the next
+        publishes only, new length limits drop from the head at once (init_max_length/2)
+        when the overflow behaviour before *or* after is drop-head (the limits are set
+        before the overflow, init_overflow/2; oracle: {max-length 2, overflow
+        reject-publish} on a drop-head queue of 5 leaves 2, max-length 2 on a
+        reject-publish queue of 5 leaves 5), then expired messages at the head go
+        (drop_expired_msgs/1).
+        """
+        now = self._clock(now)
+        before = self.settings
+        self.policy = policy
+        settings = self.settings = effective_settings(self.arguments, policy)
+        if self.deleted:
+            return
+        self._time.set_limits(settings.message_ttl, settings.expires)
+        self._time.last_used = now
+        limits = self._limits = LengthLimits.from_settings(settings)
+        if limits is not None and (before.drop_head or settings.drop_head):
+            self._drop_over_limits(limits, now)
+        self._expire_head(now)
+        self._reschedule()  # an earlier deadline (a shorter lease) is reported here
+
     def touch(self, now: float | None = None) -> None:
         """A queue.declare (passive or not): renews the x-expires lease."""
         self._time.last_used = self._clock(now)
@@ -340,9 +379,16 @@ class Queue:
             self._reschedule()
 
     def _drop_head(self, limits: LengthLimits, now: float) -> None:
-        # rabbit_amqqueue_process:maybe_drop_head/2: drop (dead-letter, reason maxlen) the
-        # oldest ready messages until both limits hold. With reject-publish the limits are
-        # enforced at publish, but a requeue can still overflow: drop then too.
+        # rabbit_amqqueue_process:maybe_drop_head/1: only under drop-head. With
+        # reject-publish(-dlx) the limits are enforced at publish only: a requeue past the
+        # limit drops nothing (oracle: x-max-length 1, reject-publish, a nacked m0 comes
+        # back beside m1: 2 ready).
+        if not limits.reject_publish:
+            self._drop_over_limits(limits, now)
+
+    def _drop_over_limits(self, limits: LengthLimits, now: float) -> None:
+        # maybe_drop_head/2: drop (dead-letter, reason maxlen) the oldest ready messages
+        # until both limits hold.
         while limits.over(len(self._ready), self._ready_bytes):
             entry = self._take()
             if entry is None:

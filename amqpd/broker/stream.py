@@ -50,6 +50,7 @@ import attrs
 from amqpd import errors
 from amqpd.broker.arguments import erlang_term, is_int, is_longstr, type_name
 from amqpd.broker.message import Message
+from amqpd.broker.policies import Policy
 from amqpd.broker.queue import Consumer, Queue, QueuedMessage, QueueStatistics
 from amqpd.errors import InternalError, PreconditionFailed
 
@@ -446,12 +447,19 @@ class StreamQueue(Queue):
         exclusive_owner: Hashable | None = None,
         auto_delete: bool = False,
         queue_type: str = "stream",
+        policy: Policy | None = None,
     ) -> None:
         # The vhost has refused non-durable, exclusive and auto-delete streams already.
         assert durable and exclusive_owner is None and not auto_delete
         assert queue_type == "stream"
         super().__init__(
-            name, vhost=vhost, durable=True, arguments=arguments, queue_type="stream", now=now
+            name,
+            vhost=vhost,
+            durable=True,
+            arguments=arguments,
+            queue_type="stream",
+            now=now,
+            policy=policy,
         )
         self.wall_clock = wall_clock
         self.log = StreamLog(Retention.from_arguments(self.arguments), store)
@@ -460,6 +468,13 @@ class StreamQueue(Queue):
 
     def wall_ms(self) -> int:
         return int(self.wall_clock() * 1000)
+
+    def apply_policy(self, policy: Policy | None, now: float | None = None) -> None:
+        # Not yet: RabbitMQ applies max-age, max-length-bytes and
+        # stream-max-segment-size-bytes policies to streams; amqpd's retention reads the
+        # declared arguments only. The classic-queue keys (TTL, length limits, DLX) never
+        # apply to a stream, so the queue's own re-application is skipped entirely.
+        self.policy = policy
 
     # -- introspection ----------------------------------------------------------------------
     @property

@@ -52,13 +52,14 @@ from amqpd.broker.arguments import (
     type_name,
     validate_queue_args,
 )
-from amqpd.broker.deadletter import dead_letter_args, is_death_cycle, make_dead_letter
+from amqpd.broker.deadletter import is_death_cycle, make_dead_letter
 from amqpd.broker.durability import QueueJournal, delayed_store, enqueue_routed, log_delayed
 from amqpd.broker.exchange import Exchange
 from amqpd.broker.exchanges import EXCHANGE_TYPES
 from amqpd.broker.limits import VhostLimits
 from amqpd.broker.message import Message
 from amqpd.broker.permissions import Access
+from amqpd.broker.policies import Policy, matching
 from amqpd.broker.queue import Queue
 from amqpd.broker.stream import StreamQueue, check_declare
 from amqpd.errors import AccessRefused, NotFound, PreconditionFailed, ResourceLocked
@@ -157,6 +158,9 @@ class VirtualHost:
         self._sources: dict[Queue | Exchange, set[Exchange]] = {}
         self._exclusive: dict[Owner, set[str]] = {}
         self.durable: DurableLog = NULL_LOG
+        # This vhost's policies (the broker's, set_policies): applied at declare and
+        # re-applied to every queue and exchange when they change.
+        self.policies: tuple[Policy, ...] = ()
         for xname, xtype in PREDECLARED_EXCHANGES:
             self.exchanges[xname] = Exchange(xname, xtype, vhost=name, durable=True)
         # amq.rabbitmq.trace is internal: the firehose publishes to it, clients may not.
@@ -164,6 +168,27 @@ class VirtualHost:
 
     def _rs(self, kind: str, name: str) -> str:
         return f"{kind} '{name}' in vhost '{self.name}'"
+
+    # -- policies ----------------------------------------------------------------------------
+    def set_policies(self, policies: Iterable[Policy], now: float | None = None) -> None:
+        """This vhost's policies are now ``policies``: re-apply them where they changed.
+
+        As rabbit_policy:update_matched_objects/3, only a queue or exchange whose policy is
+        not the same as before is told (rabbit_amqqueue:policy_changed/2), at ``now``.
+        """
+        self.policies = tuple(policies)
+        now = self._clock(now)
+        for exchange in list(self.exchanges.values()):
+            policy = matching(self.policies, "exchange", exchange.name)
+            if policy != exchange.policy:
+                exchange.apply_policy(policy)
+        for queue in list(self.queues.values()):
+            policy = matching(self.policies, "queue", queue.name)
+            if isinstance(queue, Queue) and policy != queue.policy:
+                queue.apply_policy(policy, now)
+
+    def _policy_for(self, kind: str, name: str) -> Policy | None:
+        return matching(self.policies, kind, name) if self.policies else None
 
     # -- lookups -----------------------------------------------------------------------------
     def _exchange_or_404(self, name: str) -> Exchange:
@@ -249,6 +274,7 @@ class VirtualHost:
                 internal=internal,
                 arguments=args,
             )
+            exchange.apply_policy(self._policy_for("exchange", name))
             self.exchanges[name] = exchange
             if durable:
                 self.durable.exchange_declared(
@@ -522,6 +548,7 @@ class VirtualHost:
             arguments=args,
             queue_type=qtype,
             now=now,
+            policy=self._policy_for("queue", name),
         )
         queue.on_unused = self._queue_unused
         queue.on_dead_letter = self._dead_letter
@@ -847,7 +874,9 @@ class VirtualHost:
     # -- dead-lettering ---------------------------------------------------------------------
     def _dead_letter(self, queue: Queue, message: Message, reason: str, now: float) -> None:
         """``Queue.on_dead_letter``: republish through the queue's dead-letter exchange."""
-        dlx_name, dlrk = dead_letter_args(queue.arguments)
+        # The effective DLX and DLRK: the arguments, else the policy's (queue_settings.py).
+        dlx_name = queue.settings.dead_letter_exchange
+        dlrk = queue.settings.dead_letter_routing_key
         if dlx_name is None:
             return
         dlx = self.exchanges.get(dlx_name)

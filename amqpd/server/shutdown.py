@@ -42,9 +42,10 @@ log = structlog.get_logger("amqpd.server")
 SHUTDOWN_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 RELOAD_SIGNAL = signal.SIGHUP
 
-#: ``reload()`` re-reads the configuration and returns the connections to close, with the
-#: connection.close text for each (the edge owns the config file; we own time and sockets).
-Reload = Callable[[], Sequence[tuple[Any, str]]]
+#: ``reload(now)`` re-reads the configuration and returns the connections to close, with
+#: the connection.close text for each (the edge owns the config file; we own time and
+#: sockets: ``now`` is when re-applied policies take effect on the queues).
+Reload = Callable[[float], Sequence[tuple[Any, str]]]
 
 
 def ready_message(addresses: Sequence[str]) -> str:
@@ -140,12 +141,12 @@ async def _watch_signals(
 def _reload(reload: Reload) -> None:
     """SIGHUP: apply the re-read configuration, then close the connections it names."""
     log.info("reload requested", signal="SIGHUP")
+    now = trio.current_time()
     try:
-        to_close = reload()
+        to_close = reload(now)
     except Exception as exc:  # a bug in reloading must not take the broker down
         log.error("reload failed", exc_info=exc)
         return
-    now = trio.current_time()
     for conn, reason in to_close:
         try:
             conn.close_forced(reason, now)

@@ -110,3 +110,16 @@ def test_requeue_that_overflows_drops_before_delivering(consumer_factory: Any) -
     q.requeue([m0])
     assert dropped == [b"m0"] and c.bodies() == [b"m0", b"m1"]
     assert not c.delivered[1].redelivered
+
+
+def test_requeue_over_the_limit_drops_nothing_under_reject_publish(msg: Any) -> None:
+    # rabbit_amqqueue_process:maybe_drop_head/1 does nothing under reject-publish(-dlx);
+    # oracle: x-max-length 1, reject-publish, m0 delivered, m1 ready, m0 nacked: 2 ready.
+    for overflow in ("reject-publish", "reject-publish-dlx"):
+        q = Queue("q", arguments={"x-max-length": 1, "x-overflow": overflow})
+        q.enqueue(msg(b"0"))
+        e = q.get()
+        assert e is not None
+        q.enqueue(msg(b"1"))
+        q.requeue([e])
+        assert drain(q) == [b"0", b"1"]

@@ -1,0 +1,105 @@
+"""``amqpd import-definitions FILE``: load a RabbitMQ definitions file into the running broker.
+
+Rules of this module (process edge; the design is in docs/internals.md, "process edge"):
+- There is no control channel: the pid file (``--pid-file``, as for ``amqpd reload``) is the
+  rendezvous. The subcommand reads and validates FILE (one ``amqpd import-definitions:
+  error: ...`` line and exit 2 for a mistake), copies it into the import spool next to the
+  pid file (``<pid file>.import/``, written under a temporary name and renamed, so the
+  broker never reads half a file), then sends SIGHUP.
+- The broker's reload (``bootstrap.reloader``) takes the spooled files in name order
+  (``Spool.take``): each one is merged over the config's definitions (an entry of the same
+  name is replaced, as ``rabbitmqctl import_definitions`` does; nothing is deleted), kept
+  for every later reload, applied, and its exchanges, queues and bindings declared (durable
+  ones reach the durable log as any declare does). What was imported and what was not
+  supported is logged; the spool file is removed, whether it was usable or not.
+- Imported users, vhosts, permissions and policies live until the broker stops; durable
+  topology stays in the data directory. To keep the rest across restarts, give the same
+  file to ``--definitions`` (or put it in the config file).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from amqpd.definitions_io import DefinitionsError, Imported, read_definitions
+from amqpd.pidfile import PidFileError, add_pid_file_argument, read_pid
+
+
+def spool_dir(pid_file: Path) -> Path:
+    """Where ``import-definitions`` leaves files for the broker whose pid is in ``pid_file``."""
+    return pid_file.with_name(pid_file.name + ".import")
+
+
+class Spool:
+    """The broker's side of the import spool."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def pending(self) -> list[Path]:
+        try:
+            names = sorted(p for p in self.directory.iterdir() if p.suffix == ".json")
+        except OSError:
+            return []
+        return names
+
+    def take(self) -> list[tuple[Path, Imported | DefinitionsError]]:
+        """Every spooled file, read (or the reason it cannot be), and removed."""
+        out: list[tuple[Path, Imported | DefinitionsError]] = []
+        for path in self.pending():
+            try:
+                result: Imported | DefinitionsError = read_definitions(path)
+            except DefinitionsError as exc:
+                result = exc
+            with contextlib.suppress(OSError):
+                path.unlink()
+            out.append((path, result))
+        return out
+
+
+def _spool(directory: Path, doc: object) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    name = f"{time.time_ns():020d}-{os.getpid()}"
+    tmp = directory / f".{name}.tmp"
+    tmp.write_text(json.dumps(doc))
+    final = directory / f"{name}.json"
+    tmp.rename(final)
+    return final
+
+
+def import_main(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="amqpd import-definitions",
+        description="Load a RabbitMQ definitions file (rabbitmqctl export_definitions) into "
+        "the running broker: users, vhosts, permissions, topic permissions, vhost limits, "
+        "policies, exchanges, queues and bindings. The broker logs what it imported and "
+        "what it does not support.",
+    )
+    parser.add_argument("file", type=Path, metavar="FILE", help="the definitions JSON")
+    add_pid_file_argument(parser)
+    args = parser.parse_args(argv)
+    try:
+        read_definitions(args.file)  # refuse a bad file here, with its one-line reason
+        doc = json.loads(args.file.read_bytes())
+        pid = read_pid(args.pid_file)
+    except (DefinitionsError, PidFileError) as exc:
+        parser.exit(2, f"{parser.prog}: error: {exc}\n")
+    try:
+        spooled = _spool(spool_dir(args.pid_file), doc)
+    except OSError as exc:
+        parser.exit(2, f"{parser.prog}: error: cannot write the import spool: {exc}\n")
+    try:
+        os.kill(pid, signal.SIGHUP)
+    except (ProcessLookupError, PermissionError) as exc:
+        spooled.unlink(missing_ok=True)
+        reason = "no broker running" if isinstance(exc, ProcessLookupError) else "not allowed"
+        parser.exit(1, f"{parser.prog}: error: {reason} (pid {pid})\n")
+    print(f"{args.file}: handed to the broker (pid {pid}); see its log for the result")
+    return 0

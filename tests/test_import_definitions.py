@@ -1,0 +1,202 @@
+"""``amqpd import-definitions FILE --pid-file P`` against a running amqpd subprocess."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pika
+import pika.exceptions
+import pytest
+
+from amqpd.broker.passwords import SHA256, hash_password
+from amqpd.cli import main
+from amqpd.definitions_import import spool_dir
+from amqpd.pytest_plugin import start_amqpd
+
+TIMEOUT = 15.0
+
+
+def _definitions(password_hash: str) -> dict[str, Any]:
+    return {
+        "rabbit_version": "3.13.7",
+        "users": [{"name": "carol", "password_hash": password_hash, "tags": []}],
+        "vhosts": [{"name": "imported"}],
+        "permissions": [
+            {"user": "carol", "vhost": "imported", "configure": ".*", "write": ".*", "read": ".*"}
+        ],
+        "policies": [
+            {
+                "vhost": "imported",
+                "name": "short",
+                "pattern": "^work$",
+                "apply-to": "queues",
+                "definition": {"max-length": 1},
+                "priority": 0,
+            }
+        ],
+        "exchanges": [
+            {
+                "vhost": "imported",
+                "name": "jobs",
+                "type": "direct",
+                "durable": True,
+                "auto_delete": False,
+                "internal": False,
+                "arguments": {},
+            }
+        ],
+        "queues": [
+            {
+                "vhost": "imported",
+                "name": "work",
+                "durable": True,
+                "auto_delete": False,
+                "arguments": {},
+            }
+        ],
+        "bindings": [
+            {
+                "vhost": "imported",
+                "source": "jobs",
+                "destination": "work",
+                "destination_type": "queue",
+                "routing_key": "job",
+                "arguments": {},
+            }
+        ],
+        "global_parameters": [{"name": "cluster_name", "value": "rabbit@x"}],
+    }
+
+
+def _connect(port: int, user: str, password: str, vhost: str) -> pika.BlockingConnection:
+    params = pika.ConnectionParameters(
+        "127.0.0.1", port, vhost, pika.PlainCredentials(user, password), socket_timeout=10
+    )
+    return pika.BlockingConnection(params)
+
+
+def _wait_log(server: Any, conn: pika.BlockingConnection, text: str) -> None:
+    """Pump ``conn`` (a bounded wait, no sleep) until ``text`` is in the broker's log."""
+    deadline = time.monotonic() + TIMEOUT
+    while text not in Path(server.log_path).read_text():
+        assert time.monotonic() < deadline, f"no {text!r} in the broker log"
+        conn.process_data_events(time_limit=0.05)
+
+
+def _config(*vhosts: str) -> str:
+    lines = [f'[users.guest]\npassword_hash = "{hash_password("guest", SHA256).value}"']
+    for vhost in ("/", *vhosts):
+        lines += [f'[vhosts."{vhost}"]', "[[permissions]]", 'user = "guest"']
+        lines += [f'vhost = "{vhost}"', 'configure = ".*"', 'write = ".*"', 'read = ".*"']
+    return "\n".join(lines) + "\n"
+
+
+def test_import_definitions_into_a_running_broker(tmp_path: Path, capsys: Any) -> None:
+    config = tmp_path / "amqpd.toml"
+    config.write_text(_config())
+    pid_file = tmp_path / "amqpd.pid"
+    data = tmp_path / "data"
+    file = tmp_path / "defs.json"
+    file.write_text(json.dumps(_definitions(hash_password("pc", SHA256).value)))
+    server = start_amqpd(data, extra_args=["--config", str(config), "--pid-file", str(pid_file)])
+    try:
+        guest = _connect(server.port, "guest", "guest", "/")
+        assert main(["import-definitions", str(file), "--pid-file", str(pid_file)]) == 0
+        assert "handed to the broker" in capsys.readouterr().out
+        _wait_log(server, guest, "definitions imported")
+        log = Path(server.log_path).read_text()
+        assert "not imported: global_parameters" in log
+        assert not list(spool_dir(pid_file).glob("*.json"))  # the spool file is gone
+        conn = _connect(server.port, "carol", "pc", "imported")
+        ch = conn.channel()
+        ch.confirm_delivery()
+        for body in (b"1", b"2"):
+            ch.basic_publish("jobs", "job", body, mandatory=True)
+        # The imported policy applies to the imported queue: max-length 1.
+        assert ch.queue_declare("work", passive=True).method.message_count == 1
+        conn.close()
+        # A later reload keeps what was imported.
+        assert main(["reload", "--pid-file", str(pid_file)]) == 0
+        _wait_log(server, guest, "reload done")
+        _connect(server.port, "carol", "pc", "imported").close()
+        guest.close()
+    finally:
+        assert server.stop() == 0, server.log_tail
+    # The durable exchange, queue and binding reached the data directory.
+    config.write_text(_config("imported"))
+    server = start_amqpd(data, extra_args=["--config", str(config)])
+    try:
+        conn = _connect(server.port, "guest", "guest", "imported")
+        ch = conn.channel()
+        ch.confirm_delivery()
+        ch.basic_publish("jobs", "job", b"after restart", mandatory=True)
+        assert ch.queue_declare("work", passive=True).method.message_count == 1
+        conn.close()
+    finally:
+        assert server.stop() == 0, server.log_tail
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("{", "invalid JSON"),
+        ('{"users": [{"name": 1}]}', "users[0].name: must be a string"),
+    ],
+)
+def test_import_definitions_refuses_a_bad_file(
+    tmp_path: Path, capsys: Any, content: str, message: str
+) -> None:
+    file = tmp_path / "defs.json"
+    file.write_text(content)
+    pid_file = tmp_path / "amqpd.pid"
+    pid_file.write_text("1\n")
+    with pytest.raises(SystemExit) as info:
+        main(["import-definitions", str(file), "--pid-file", str(pid_file)])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("amqpd import-definitions: error: ") and message in err
+    assert err.count("\n") == 1
+    assert not spool_dir(pid_file).exists()
+
+
+def test_import_definitions_without_a_broker(tmp_path: Path, capsys: Any) -> None:
+    file = tmp_path / "defs.json"
+    file.write_text("{}")
+    pid_file = tmp_path / "amqpd.pid"
+    with pytest.raises(SystemExit) as info:
+        main(["import-definitions", str(file), "--pid-file", str(pid_file)])
+    assert info.value.code == 2
+    assert "cannot read pid file" in capsys.readouterr().err
+
+
+def test_reloader_imports_spooled_files_and_keeps_them(tmp_path: Path) -> None:
+    from amqpd.bootstrap import build_broker, reloader
+    from amqpd.config import read_config_file
+    from amqpd.definitions_import import Spool
+
+    config = tmp_path / "amqpd.toml"
+    config.write_text(_config())
+    broker = build_broker(read_config_file(config))
+    spool = Spool(tmp_path / "spool")
+    spool.directory.mkdir()
+    good = _definitions(hash_password("pc", SHA256).value)
+    bad = {
+        "permissions": [
+            {"user": "nobody", "vhost": "/", **dict.fromkeys(("configure", "write", "read"), ".*")}
+        ]
+    }
+    (spool.directory / "1.json").write_text(json.dumps(bad))
+    (spool.directory / "2.json").write_text(json.dumps(good))
+    (spool.directory / "3.json").write_text("{")
+    reload = reloader(config, broker, None, spool)
+    reload(5.0)
+    assert not spool.pending()  # every file taken, usable or not
+    assert "carol" in broker.users and "imported" in broker.vhosts
+    assert broker.permissions.get("nobody", "/") is None  # the refused file changed nothing
+    work = broker.vhosts["imported"].queues["work"]
+    assert work.settings.max_length == 1  # the imported policy applies
+    reload(6.0)  # a later reload (nothing spooled) keeps the import
+    assert "carol" in broker.users and work.settings.max_length == 1
