@@ -183,7 +183,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from amqpd.server.storage import open_storage
 
     try:
-        durable = open_storage(data_dir, broker)
+        durable = open_storage(
+            data_dir, broker, memory_budget=config.storage.memory_budget if config else None
+        )
         declare_topology()
     except DataDirError as exc:
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)

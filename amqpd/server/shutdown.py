@@ -112,6 +112,8 @@ async def run_broker(
                 # Every connection is gone: nothing is in doubt any more, a clean stop.
                 run_callbacks(durable_log.close(clean=True))
                 log.info("data directory closed")
+            if broker is not None and broker.paging is not None:
+                broker.paging.close()  # the spill files: transient bodies do not outlive us
         log.info("stopped")
 
 
