@@ -28,7 +28,8 @@ import trio
 
 from amqpd import __version__, bootstrap, definitions_export, passwords_cli, pidfile, tls
 from amqpd import config as config_module
-from amqpd.config import Config
+from amqpd.broker.alarms import Alarms
+from amqpd.config import Config, StorageConfig
 from amqpd.log import LOG_FORMATS, LOG_LEVELS, LogFormat, configure_logging
 from amqpd.server import (
     DEFAULT_LISTEN,
@@ -39,6 +40,7 @@ from amqpd.server import (
     run_broker,
 )
 from amqpd.server.persister import StorageFailure
+from amqpd.server.resources import memory_limit, system_measure
 from amqpd.storage.lock import DataDirError, DataDirLock, lock_data_dir
 
 EXIT_OK = 0
@@ -203,6 +205,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.config is not None or args.definitions is not None
         else None
     )
+    storage = config.storage if config else StorageConfig()
     try:
         run = functools.partial(
             run_broker,
@@ -211,6 +214,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             tls_addresses=config.tls_listeners if config else (),
             ssl_context=config.ssl_context if config else None,
             durable_log=durable,
+            alarms=Alarms(
+                memory_limit=memory_limit(storage.memory_high_watermark),
+                disk_free_limit=storage.disk_free_limit,
+            ),
+            measure=system_measure(data_dir),
         )
         with pidfile.pid_file(args.pid_file):
             trio.run(run, broker, listen)

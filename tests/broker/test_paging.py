@@ -71,7 +71,7 @@ def test_persistent_bodies_beyond_the_budget_stay_in_the_log_and_come_back_in_or
     assert paging.ready_bytes == 101 * BODY
     assert paging.spill is not None and paging.spill.bytes_spilled == 0  # log-backed
     reads_before = log.bodies.reads
-    assert _drain(vh, "q") == _expected("q", 100) + [b"q-0000".ljust(BODY, b".")]
+    assert _drain(vh, "q") == [*_expected("q", 100), b"q-0000".ljust(BODY, b".")]
     # Sequential read-back: one pread per segment (read-ahead window), not one per message.
     assert log.bodies.reads - reads_before <= len(log.log.segments) < 10
     assert paging.ready_bytes == 0
