@@ -19,6 +19,8 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+import attrs
+
 from amqpd.storage.bodies import BodyReader, location
 from amqpd.storage.catalog import Catalog
 from amqpd.storage.durable import CommitCallback, DurableLog, run_callbacks
@@ -50,6 +52,15 @@ def _decode(record: Record) -> Entry:
     return decode_entry(record.kind, record.payload)
 
 
+def _locate(entry: Entry, record: Record, segment: int, offset: int) -> Entry:
+    """Recovery keeps where a message's body is, not the body (docs/storage.md "Paging")."""
+    if type(entry) is not MessagePublished or not entry.body:
+        return entry
+    size = len(entry.body)
+    start = offset + RECORD_HEADER_SIZE + len(record.payload) - size
+    return attrs.evolve(entry, body=b"", body_at=location(segment, start), body_size=size)
+
+
 class DiskDurableLog(DurableLog):
     enabled = True
 
@@ -68,7 +79,7 @@ class DiskDurableLog(DurableLog):
 
     @classmethod
     def open(cls, files: FileLayer, *, segment_size: int = DEFAULT_SEGMENT_SIZE) -> DiskDurableLog:
-        recovered = recover_log(files, _decode)
+        recovered = recover_log(files, _decode, _locate)
         log = SegmentLog(
             files,
             existing=recovered.segments,
