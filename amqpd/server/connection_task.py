@@ -85,6 +85,7 @@ class ConnectionTask:
         self._forced = False
         self._scope = trio.CancelScope()
         self._resume = trio.Event()
+        self._shutting_down = False
         conn.on_output = self.wake
 
     # Called from outside this connection's tasks.
@@ -105,6 +106,8 @@ class ConnectionTask:
 
     def shutdown(self, now: float) -> None:
         """Server shutdown: the session sends connection.close 320 and waits for close-ok."""
+        self._shutting_down = True
+        self._resume.set()  # a blocked connection is read again: its close-ok must get in
         try:
             self.conn.shutdown(now)
         except Exception as exc:
@@ -159,7 +162,7 @@ class ConnectionTask:
             # A connection blocked by a resource alarm (it published during one) is not read
             # from until the alarm clears: rabbit_reader stops reading the socket too, and
             # the session has paused its heartbeat timeout meanwhile.
-            while getattr(self.conn, "state", None) == "blocked":
+            while not self._shutting_down and getattr(self.conn, "state", None) == "blocked":
                 self._resume = trio.Event()
                 await self._resume.wait()
             # bytes() of a bytes object is the object itself; only bytearrays get copied.

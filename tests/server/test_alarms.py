@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import pika
+import pika.exceptions
 import trio
 
 from amqpd.broker.alarms import Alarms
@@ -19,6 +20,7 @@ from amqpd.broker.broker import Broker
 from amqpd.server import ListenAddress, Server, ServerConfig, open_listeners
 from amqpd.server.resources import Measurement, run_resource_monitor
 from amqpd.server.server import session_connection_factory
+from amqpd.session.config import ConnectionConfig
 
 T = TypeVar("T")
 
@@ -150,4 +152,50 @@ async def test_a_connection_opened_during_an_alarm_is_blocked_when_it_publishes(
             return events
 
         assert await in_thread(scenario) == ["low on disk", "unblocked"]
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_blocked_connection_still_gets_its_close_ok_in_at_shutdown() -> None:
+    measure = FakeMeasure()
+    measure.expect(5000, 10**9)
+    alarms = Alarms(memory_limit=1000, disk_free_limit=None)
+    listeners = await open_listeners([ListenAddress("127.0.0.1", 0)])
+    # A long grace: the shutdown must finish because the close-ok was read, not time out.
+    config = ServerConfig(shutdown_grace=60, connection=ConnectionConfig(shutdown_timeout=60))
+    factory = session_connection_factory(Broker(), config.connection)
+    server = Server(listeners, factory, config=config)
+    blocked = threading.Event()
+    stopped = trio.Event()
+
+    async def serve(task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED) -> None:
+        await server.run(task_status=task_status)
+        stopped.set()
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(serve)
+        nursery.start_soon(lambda: run_resource_monitor(alarms, server, measure, interval=0.01))
+        host, port = server.addresses[0].rsplit(":", 1)
+        params = pika.URLParameters(f"amqp://guest:guest@{host}:{port}/%2F")
+        params.socket_timeout = 10
+
+        def scenario() -> int:
+            assert measure.seen.wait(10)
+            publisher = pika.BlockingConnection(params)
+            publisher.add_on_connection_blocked_callback(lambda _c, _f: blocked.set())
+            publisher.channel().basic_publish("", "nowhere", b"x")
+            _until(publisher, blocked.is_set, "connection.blocked")
+            try:
+                _until(publisher, lambda: False, "connection.close")
+            except pika.exceptions.ConnectionClosedByBroker as exc:
+                return int(exc.reply_code)
+            return 0
+
+        async def shut_down_once_blocked() -> None:
+            await trio.to_thread.run_sync(blocked.wait, 10)
+            server.shutdown()
+
+        nursery.start_soon(shut_down_once_blocked)
+        with trio.fail_after(20):
+            assert await in_thread(scenario) == 320
+            await stopped.wait()  # the close-ok was read: no waiting out the grace period
         nursery.cancel_scope.cancel()
