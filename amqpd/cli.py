@@ -37,7 +37,8 @@ from amqpd import (
     tls,
 )
 from amqpd import config as config_module
-from amqpd.config import Config
+from amqpd.broker.alarms import Alarms
+from amqpd.config import Config, StorageConfig
 from amqpd.log import LOG_FORMATS, LOG_LEVELS, LogFormat, configure_logging
 from amqpd.server import (
     DEFAULT_LISTEN,
@@ -48,6 +49,7 @@ from amqpd.server import (
     run_broker,
 )
 from amqpd.server.persister import StorageFailure
+from amqpd.server.resources import memory_limit, system_measure
 from amqpd.storage.lock import DataDirError, DataDirLock, lock_data_dir
 
 EXIT_OK = 0
@@ -193,7 +195,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from amqpd.server.storage import open_storage
 
     try:
-        durable = open_storage(data_dir, broker)
+        durable = open_storage(
+            data_dir, broker, memory_budget=config.storage.memory_budget if config else None
+        )
         declare_topology()
     except DataDirError as exc:
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)
@@ -217,6 +221,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.config is not None or args.definitions is not None or spool is not None
         else None
     )
+    storage = config.storage if config else StorageConfig()
     try:
         run = functools.partial(
             run_broker,
@@ -225,6 +230,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             tls_addresses=config.tls_listeners if config else (),
             ssl_context=config.ssl_context if config else None,
             durable_log=durable,
+            alarms=Alarms(
+                memory_limit=memory_limit(storage.memory_high_watermark),
+                disk_free_limit=storage.disk_free_limit,
+            ),
+            measure=system_measure(data_dir),
         )
         with pidfile.pid_file(args.pid_file):
             trio.run(run, broker, listen)

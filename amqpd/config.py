@@ -80,7 +80,8 @@ def default_definitions() -> Definitions:
 @attrs.frozen
 class StorageConfig:
     data_dir: Path | None = None
-    #: Parsed and documented, not yet enforced (the storage work pages messages out).
+    #: Bytes of ready message bodies kept in memory before paging to disk (None: the
+    #: default, broker/paging.py DEFAULT_BUDGET).
     memory_budget: int | None = None
     memory_high_watermark: float = 0.4
     disk_free_limit: int = 50_000_000

@@ -275,3 +275,47 @@ def test_sigkill_keeps_confirmed_delayed_messages_of_a_durable_delayed_exchange(
     assert method is None
     conn.close()
     assert server.stop() == 0
+
+
+def test_a_backlog_beyond_the_memory_budget_is_paged_and_survives_a_restart(
+    tmp_path: Path, data_dir: Path, servers: list[AmqpdServer]
+) -> None:
+    # A budget of 0: every ready body is paged out, persistent ones to the log, transient
+    # ones to the spill files; deliveries and basic.get read them back.
+    config = tmp_path / "amqpd.toml"
+    config.write_text("[storage]\nmemory_budget = 0\n")
+    server = start_amqpd(data_dir, extra_args=["--config", str(config)])
+    servers.append(server)
+    conn, ch = _channel(server)
+    ch.queue_declare("dq", durable=True)  # type: ignore[attr-defined]
+    ch.queue_declare("tq", durable=False)  # type: ignore[attr-defined]
+    ch.confirm_delivery()  # type: ignore[attr-defined]
+    for i in range(300):
+        ch.basic_publish("", "dq", b"%d" % i + b"." * 1000, PERSISTENT)  # type: ignore[attr-defined]
+        ch.basic_publish("", "tq", b"%d" % i + b"-" * 1000)  # type: ignore[attr-defined]
+    assert any((data_dir / "spill").iterdir())
+    got = []
+    for method, _props, body in ch.consume("tq", inactivity_timeout=10):  # type: ignore[attr-defined]
+        assert body is not None, "no delivery within 10 s"
+        got.append(body)
+        ch.basic_ack(method.delivery_tag)  # type: ignore[attr-defined]
+        if len(got) == 300:
+            break
+    assert got == [b"%d" % i + b"-" * 1000 for i in range(300)]
+    conn.close()
+    assert server.stop() == 0
+    assert not any((data_dir / "spill").iterdir())  # transient bodies do not outlive us
+
+    server = start_amqpd(data_dir, extra_args=["--config", str(config)])
+    servers.append(server)
+    conn, ch = _channel(server)
+    bodies = []
+    while True:
+        method, _props, body = ch.basic_get("dq")  # type: ignore[attr-defined]
+        if method is None:
+            break
+        bodies.append(body)
+        ch.basic_ack(method.delivery_tag)  # type: ignore[attr-defined]
+    conn.close()
+    assert bodies == [b"%d" % i + b"." * 1000 for i in range(300)]
+    assert server.stop() == 0

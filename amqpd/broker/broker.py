@@ -16,7 +16,8 @@ Rules of this module:
   (set by the server) is called when the earliest deadline moved earlier, so the server's
   timer task can wake up. ``wall_clock`` (injected; ``time.time`` by default) is read only
   for wall-clock fields such as the x-death ``time``, so tests pass a fake one.
-- ``attach_durable_log`` hands the durable log to every vhost, present and future.
+- ``attach_durable_log`` hands the durable log to every vhost, present and future;
+  ``attach_paging`` the memory budget for ready bodies (paging.py) likewise.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from collections.abc import Callable, Hashable
 
 from amqpd.broker.definitions import ApplyReport, Definitions
 from amqpd.broker.limits import UserLimits, VhostLimits
+from amqpd.broker.paging import Paging
 from amqpd.broker.passwords import PasswordHash
 from amqpd.broker.permissions import Access, Permission, PermissionTable
 from amqpd.broker.policies import Policy
@@ -44,6 +46,7 @@ class Broker:
         self.wall_clock = wall_clock
         self.on_deadline_moved: Callable[[], None] | None = None
         self.durable: DurableLog = NULL_LOG
+        self.paging: Paging | None = None
         self.vhosts: dict[str, VirtualHost] = {}
         self.policies: dict[tuple[str, str], Policy] = {}
         self.add_vhost("/")
@@ -68,6 +71,7 @@ class Broker:
             vhost.on_deadline_moved = self._deadline_moved
             vhost.durable = self.durable
             vhost.set_policies(p for p in self.policies.values() if p.vhost == name)
+            vhost.paging = self.paging
         if limits is not None:
             vhost.limits = limits
         return vhost
@@ -85,6 +89,15 @@ class Broker:
             vhost.durable = log
             for queue in vhost.queues.values():
                 vhost.attach_journal(queue)
+
+    def attach_paging(self, paging: Paging) -> None:
+        """From now on ready bodies beyond ``paging.budget`` go to disk (paging.py)."""
+        self.paging = paging
+        for vhost in self.vhosts.values():
+            vhost.paging = paging
+            for queue in vhost.queues.values():
+                queue.paging = paging
+                paging.ready_bytes += queue.statistics().messages_ready_bytes
 
     # -- timers ------------------------------------------------------------------------------
     def _deadline_moved(self) -> None:

@@ -13,6 +13,8 @@ Rules of this module (docs/internals.md "broker/", docs/storage.md):
   for the first delivery of a stored message (so it comes back redelivered) and for every
   way a stored message leaves it for good. Requeues are not logged: a message keeps its
   place in the log, which is its place in the queue.
+- A message logged for every queue it was routed to is told where its body is in the log
+  (``Message.on_disk``), so paging (paging.py) can drop it from memory once committed.
 """
 
 from __future__ import annotations
@@ -80,6 +82,12 @@ def enqueue_routed(
                 message.properties_raw,
                 message.body,
             )
+            if len(durable) == len(queues):
+                # Only then does the log keep the body alive as long as the broker holds
+                # the message (paging.py): a non-durable queue's copy would outlive it.
+                where = log.last_body()
+                if where is not None:
+                    message.on_disk(*where)
     accepted = True
     for queue in queues:
         if queue.enqueue(message, now) is False:

@@ -13,14 +13,31 @@ Rules of this module:
   does not parse here (a message built by a test) counts as no TTL.
 - ``store_id`` is the message's id in the durable log (0: not stored), set once, before the
   message is enqueued anywhere (broker/durability.py).
+- Paging (broker/paging.py, docs/storage.md "Paging") is the other exception: the body may
+  leave memory (``_body`` None) while a copy is on disk at ``_where`` in ``_pager`` (the
+  durable log's segments or the spill files); ``body`` then reads it back, every time,
+  without keeping it. ``size`` is kept, so length limits and accounting never read.
+  A message whose body went to the spill files becomes a ``SpilledMessage``, whose
+  ``__del__`` frees its place there (no other path knows when a message dies).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import contextlib
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from amqpd.protocol.properties import BasicProperties
+
+
+class BodySource(Protocol):
+    """Where paged-out bodies are read back from (storage.bodies readers)."""
+
+    def read(self, where: int, size: int) -> bytes: ...
+
+
+class SpillSource(BodySource, Protocol):
+    def release(self, where: int) -> None: ...
 
 
 # Property flag bit of ``expiration`` (spec 0-9-1 4.2.6.1, basic class).
@@ -30,13 +47,16 @@ _UNSET = -2
 
 class Message:
     __slots__ = (
+        "_body",
+        "_pager",
         "_properties",
         "_ttl",
+        "_where",
         "bcc",
-        "body",
         "exchange",
         "properties_raw",
         "routing_key",
+        "size",
         "store_id",
     )
 
@@ -52,7 +72,11 @@ class Message:
         self.exchange = exchange
         self.routing_key = routing_key
         self.properties_raw = properties_raw
-        self.body = body
+        self._body: bytes | None = body
+        #: Body size in bytes (what x-max-length-bytes counts); known even when paged out.
+        self.size = len(body)
+        self._pager: BodySource | None = None
+        self._where = 0
         self._properties = properties
         self.bcc = bcc
         self._ttl = _UNSET
@@ -83,9 +107,40 @@ class Message:
         return bool(raw) and peek_delivery_mode(raw) == 2
 
     @property
-    def size(self) -> int:
-        """Body size in bytes (what x-max-length-bytes counts)."""
-        return len(self.body)
+    def body(self) -> bytes:
+        """The body; read back from disk (and not kept) when it was paged out."""
+        body = self._body
+        if body is not None:
+            return body
+        assert self._pager is not None
+        return self._pager.read(self._where, self.size)
+
+    @property
+    def resident(self) -> bool:
+        """The body is in memory."""
+        return self._body is not None
+
+    def on_disk(self, source: BodySource, where: int) -> None:
+        """A copy of the body is (or, once committed, will be) at ``where`` in ``source``."""
+        self._pager = source
+        self._where = where
+
+    @property
+    def pageable(self) -> bool:
+        """The body is in memory and a copy on disk: ``drop_body`` may forget it."""
+        return self._body is not None and self._pager is not None
+
+    def drop_body(self) -> None:
+        """Forget the in-memory body; ``on_disk`` said where the copy is."""
+        assert self._pager is not None
+        self._body = None
+
+    def spill(self, source: SpillSource, where: int) -> None:
+        """The body went to the spill files at ``where``: forget it here."""
+        self._pager = source
+        self._where = where
+        self._body = None
+        self.__class__ = SpilledMessage
 
     @property
     def expiration_ms(self) -> int | None:
@@ -122,3 +177,14 @@ class Message:
             f"Message(exchange={self.exchange!r}, routing_key={self.routing_key!r}, "
             f"properties_raw={self.properties_raw!r}, body={self.body[:64]!r})"
         )
+
+
+class SpilledMessage(Message):
+    """A message whose body is in the spill files: frees its place there when it dies."""
+
+    __slots__ = ()
+
+    def __del__(self) -> None:
+        # Errors are swallowed: at interpreter exit, or a spill file already removed.
+        with contextlib.suppress(Exception):
+            self._pager.release(self._where)  # type: ignore[union-attr]

@@ -56,6 +56,7 @@ from amqpd.broker.durability import QueueJournal
 from amqpd.broker.expiry import QueueClock
 from amqpd.broker.length_limits import LengthLimits
 from amqpd.broker.message import Message
+from amqpd.broker.paging import Paging
 from amqpd.broker.policies import Policy
 from amqpd.broker.queue_settings import QueueSettings, effective_settings
 from amqpd.broker.ready import PriorityReady, ReadyFifo, ReadyStore
@@ -154,6 +155,8 @@ class Queue:
         self.on_deadline: DeadlineHook | None = None
         # The durable log's view of this queue (durable queues with a data directory only).
         self.journal: QueueJournal | None = None
+        # The broker's memory budget for ready bodies (paging.py), when it has a data dir.
+        self.paging: Paging | None = None
 
         # The x-args combined with the policy that applies (queue_settings.py): what the
         # clock, the length limits and dead-lettering run on; apply_policy changes it.
@@ -340,7 +343,7 @@ class Queue:
         if (
             limits is not None
             and limits.reject_publish
-            and limits.would_overflow(len(self._ready), self._ready_bytes, len(message.body))
+            and limits.would_overflow(len(self._ready), self._ready_bytes, message.size)
         ):
             self._rejected += 1
             if limits.reject_dlx and self.on_dead_letter is not None:
@@ -357,7 +360,9 @@ class Queue:
                 self._hand_to(consumer, entry)
                 return True
         ready.append(entry)
-        self._ready_bytes += len(message.body)
+        self._ready_bytes += message.size
+        if self.paging is not None:
+            self.paging.admit(message)  # may page the body out (the backlog's tail)
         self._settle_head(now)
         return True
 
@@ -402,7 +407,9 @@ class Queue:
         """Remove and return the next ready entry in delivery order."""
         entry = self._ready.take()
         if entry is not None:
-            self._ready_bytes -= len(entry.message.body)
+            self._ready_bytes -= entry.message.size
+            if self.paging is not None:
+                self.paging.ready_bytes -= entry.message.size
         return entry
 
     def _hand_to(self, consumer: Consumer, entry: QueuedMessage) -> None:
@@ -459,7 +466,9 @@ class Queue:
             if self._unacked.pop(entry.seq, None) is None:
                 continue  # already settled (or purged with the queue): nothing to put back
             ready.put_back(QueuedMessage(entry.message, entry.seq, True, entry.expires_at))
-            self._ready_bytes += len(entry.message.body)
+            self._ready_bytes += entry.message.size
+            if self.paging is not None:
+                self.paging.ready_bytes += entry.message.size
         self._settle_head(now)
 
     def purge(self) -> int:
@@ -472,8 +481,13 @@ class Queue:
                 entries.append(entry)
             journal.removed(entries)
         self._ready.clear()
-        self._ready_bytes = 0
+        self._forget_ready_bytes()
         return count
+
+    def _forget_ready_bytes(self) -> None:
+        if self.paging is not None:
+            self.paging.ready_bytes -= self._ready_bytes
+        self._ready_bytes = 0
 
     # -- consumers ---------------------------------------------------------------------------
     def add_consumer(self, consumer: Consumer, now: float | None = None) -> None:
@@ -546,7 +560,7 @@ class Queue:
         self._consumers.clear()
         self._exclusive_consumer = None
         self._ready.clear()
-        self._ready_bytes = 0
+        self._forget_ready_bytes()
         self._unacked.clear()
         for consumer in consumers:
             consumer.cancelled_by_server(self)

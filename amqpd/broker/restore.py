@@ -13,6 +13,10 @@ Rules of this module (docs/storage.md "Restoring the broker"):
   still has the no-op log, so nothing is logged twice. Something the vhost now refuses
   (an argument a newer version rejects) is skipped and counted, never a crash.
 - The durable log is attached (broker.attach_durable_log) only at the end.
+- Message bodies are not read: recovery kept where each is in the log, and a restored
+  message reads its body back when it is delivered (paging), so a restart with a backlog
+  larger than memory fits. A delayed message's body is read at once (the schedule keeps
+  it).
 - A durable delayed exchange's store (``durability.delayed_store``) is not a queue: its
   messages go back to the exchange's schedule (``VirtualHost.restore_delayed``), due at the
   same wall-clock time; those of an exchange that is gone are dropped, and logged so.
@@ -34,9 +38,11 @@ from amqpd.broker.durability import (
 from amqpd.broker.message import Message
 from amqpd.errors import AMQPError
 from amqpd.storage.disklog import DiskDurableLog
+from amqpd.storage.entries import MessagePublished
 
 if TYPE_CHECKING:
     from amqpd.broker.broker import Broker
+    from amqpd.protocol.properties import BasicProperties
 
 
 @attrs.define
@@ -110,12 +116,7 @@ def recover(broker: Broker, log: DiskDurableLog) -> RestoreResult:
             stored = catalog.messages[msg_id]
             published = stored.entry
             assert published is not None, "content is kept until replay_done()"
-            message = Message(
-                published.exchange,
-                published.routing_key,
-                published.properties_raw,
-                published.body,
-            )
+            message = _message(log, published, published.properties_raw)
             message.store_id = msg_id
             redelivered = name in stored.delivered
             if crashed and not redelivered:
@@ -130,6 +131,24 @@ def recover(broker: Broker, log: DiskDurableLog) -> RestoreResult:
     for vhost in broker.vhosts.values():
         vhost.ensure_delayed_stores({name for v, name in logged if v == vhost.name})
     return result
+
+
+def _message(
+    log: DiskDurableLog,
+    published: MessagePublished,
+    properties_raw: bytes,
+    properties: BasicProperties | None = None,
+) -> Message:
+    """The broker's Message for a recovered record; its body stays in the log when
+    recovery kept only its place (docs/storage.md "Paging"), read back on delivery."""
+    message = Message(
+        published.exchange, published.routing_key, properties_raw, published.body, properties
+    )
+    if published.body_at >= 0:
+        message.size = published.body_size
+        message.on_disk(log.bodies, published.body_at)
+        message.drop_body()
+    return message
 
 
 def _restore_delayed(
@@ -147,9 +166,12 @@ def _restore_delayed(
         published = log.catalog.messages[msg_id].entry
         assert published is not None, "content is kept until replay_done()"
         due_wall_ms, routing_keys, props = read_delayed(published.properties_raw)
-        message = Message(
-            published.exchange, published.routing_key, props.encode(), published.body, props
-        )
+        message = _message(log, published, props.encode(), props)
+        if not message.resident:
+            # Held by the exchange's schedule, not a queue: no budget applies, keep it.
+            message = Message(
+                published.exchange, published.routing_key, props.encode(), message.body, props
+            )
         message.store_id = msg_id
         if vhost.restore_delayed(exchange_name, routing_keys, message, due_wall_ms):
             result.delayed += 1

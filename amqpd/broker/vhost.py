@@ -58,6 +58,7 @@ from amqpd.broker.exchange import Exchange
 from amqpd.broker.exchanges import EXCHANGE_TYPES
 from amqpd.broker.limits import VhostLimits
 from amqpd.broker.message import Message
+from amqpd.broker.paging import Paging
 from amqpd.broker.permissions import Access
 from amqpd.broker.policies import Policy, matching
 from amqpd.broker.queue import Queue
@@ -161,6 +162,7 @@ class VirtualHost:
         # This vhost's policies (the broker's, set_policies): applied at declare and
         # re-applied to every queue and exchange when they change.
         self.policies: tuple[Policy, ...] = ()
+        self.paging: Paging | None = None  # the broker's memory budget (paging.py)
         for xname, xtype in PREDECLARED_EXCHANGES:
             self.exchanges[xname] = Exchange(xname, xtype, vhost=name, durable=True)
         # amq.rabbitmq.trace is internal: the firehose publishes to it, clients may not.
@@ -553,6 +555,7 @@ class VirtualHost:
         queue.on_unused = self._queue_unused
         queue.on_dead_letter = self._dead_letter
         queue.on_deadline = self._schedule
+        queue.paging = self.paging
         self.queues[name] = queue
         if durable:
             self.durable.queue_declared(self.name, name, auto_delete=auto_delete, arguments=args)

@@ -84,6 +84,8 @@ class ConnectionTask:
         self._fault: BaseException | None = None
         self._forced = False
         self._scope = trio.CancelScope()
+        self._resume = trio.Event()
+        self._shutting_down = False
         conn.on_output = self.wake
 
     # Called from outside this connection's tasks.
@@ -92,8 +94,20 @@ class ConnectionTask:
         """``on_output``: output was queued; the writer sends it on its next wake-up."""
         self._output_ready.set()
 
+    def set_blocked(self, reason: str | None) -> None:
+        """A resource alarm (``reason``) or its end (None), for the session to apply."""
+        set_blocked = getattr(self.conn, "set_blocked", None)  # test doubles may lack it
+        if set_blocked is None:
+            return
+        set_blocked(reason)
+        if reason is None:
+            self._resume.set()
+        self.wake()
+
     def shutdown(self, now: float) -> None:
         """Server shutdown: the session sends connection.close 320 and waits for close-ok."""
+        self._shutting_down = True
+        self._resume.set()  # a blocked connection is read again: its close-ok must get in
         try:
             self.conn.shutdown(now)
         except Exception as exc:
@@ -145,6 +159,12 @@ class ConnectionTask:
 
     async def _reader(self) -> None:
         while True:
+            # A connection blocked by a resource alarm (it published during one) is not read
+            # from until the alarm clears: rabbit_reader stops reading the socket too, and
+            # the session has paused its heartbeat timeout meanwhile.
+            while not self._shutting_down and getattr(self.conn, "state", None) == "blocked":
+                self._resume = trio.Event()
+                await self._resume.wait()
             # bytes() of a bytes object is the object itself; only bytearrays get copied.
             data = bytes(await self.stream.receive_some(self._read_size))
             self.conn.receive_data(data, trio.current_time())

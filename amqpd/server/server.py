@@ -26,6 +26,7 @@ from amqpd.session.config import ConnectionConfig
 from amqpd.session.connection import Connection
 
 if TYPE_CHECKING:
+    from amqpd.broker.alarms import Alarms
     from amqpd.broker.broker import Broker
 
 log = structlog.get_logger("amqpd.server")
@@ -75,6 +76,8 @@ class Server:
         self._shutdown_requested = trio.Event()
         self._all_closed: trio.Event | None = None
         self.shutting_down = False
+        # Resource alarms (resources.py sets it): their state goes to every new connection.
+        self.alarms: Alarms | None = None
 
     @property
     def addresses(self) -> list[str]:
@@ -90,6 +93,11 @@ class Server:
     @property
     def connection_count(self) -> int:
         return len(self._tasks)
+
+    def apply_alarm(self, reason: str | None) -> None:
+        """A resource alarm went on (``reason``: connection.blocked's text) or off (None)."""
+        for task in list(self._tasks):
+            task.set_blocked(reason)
 
     def shutdown(self) -> None:
         """Begin a graceful shutdown; ``run`` returns once it is done."""
@@ -164,6 +172,8 @@ class Server:
             stream, conn, conn_id=conn_id, peer=peer, read_size=self.config.read_size
         )
         self._tasks.add(task)
+        if self.alarms is not None and self.alarms.reason is not None:
+            task.set_blocked(self.alarms.reason)
         log.info("accepted connection", conn=conn_id, peer=peer)
         try:
             await task.run()

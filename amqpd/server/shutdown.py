@@ -25,6 +25,7 @@ import trio
 from amqpd.server.broker_timer import BrokerTimer
 from amqpd.server.listeners import ListenAddress, open_listeners
 from amqpd.server.persister import run_persister
+from amqpd.server.resources import Measure, run_resource_monitor
 from amqpd.server.server import (
     ConnectionFactory,
     Server,
@@ -34,6 +35,7 @@ from amqpd.server.server import (
 from amqpd.storage.durable import run_callbacks
 
 if TYPE_CHECKING:
+    from amqpd.broker.alarms import Alarms
     from amqpd.broker.broker import Broker
     from amqpd.storage.disklog import DiskDurableLog
 
@@ -63,6 +65,8 @@ async def run_broker(
     tls_addresses: Sequence[ListenAddress] = (),
     ssl_context: ssl.SSLContext | None = None,
     durable_log: DiskDurableLog | None = None,
+    alarms: Alarms | None = None,
+    measure: Measure | None = None,
     task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve until a shutdown signal; returns after a graceful shutdown. Bind errors raise.
@@ -70,7 +74,8 @@ async def run_broker(
     ``connection_factory`` replaces the session's ``Connection`` (tests); otherwise
     ``broker`` must be given. ``task_status.started`` gets the server once it is ready.
     ``durable_log`` (already recovered into ``broker``) gets its persister; it is closed
-    when serving ends.
+    when serving ends. ``alarms`` with ``measure`` runs the resource monitor
+    (resources.py): connections that publish are blocked while an alarm is on.
     """
     config = config if config is not None else ServerConfig()
     if connection_factory is None:
@@ -88,9 +93,7 @@ async def run_broker(
                     raise TypeError("amqps listeners need an ssl_context")
                 # amqps (RabbitMQ listeners.ssl): TLS from the first byte, then plain AMQP.
                 for plain in await open_listeners(list(tls_addresses)):
-                    listeners.append(
-                        trio.SSLListener(plain, ssl_context, https_compatible=False)
-                    )
+                    listeners.append(trio.SSLListener(plain, ssl_context, https_compatible=False))
             server = Server(listeners, connection_factory, config=config)
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_watch_signals, signals, server, nursery.cancel_scope, reload)
@@ -100,6 +103,8 @@ async def run_broker(
                     nursery.start_soon(BrokerTimer(broker).run)
                 if durable_log is not None:
                     await nursery.start(run_persister, durable_log)
+                if alarms is not None and measure is not None:
+                    nursery.start_soon(run_resource_monitor, alarms, server, measure)
                 async with trio.open_nursery() as serving:
                     await serving.start(server.run)
                     bound = server.addresses
@@ -113,6 +118,8 @@ async def run_broker(
                 # Every connection is gone: nothing is in doubt any more, a clean stop.
                 run_callbacks(durable_log.close(clean=True))
                 log.info("data directory closed")
+            if broker is not None and broker.paging is not None:
+                broker.paging.close()  # the spill files: transient bodies do not outlive us
         log.info("stopped")
 
 

@@ -1,9 +1,11 @@
 """Open the data directory's durable log at start-up, recover the broker from it, log how.
 
 Rules of this module:
-- The data directory holds ``LOCK`` (storage/lock.py; taken by the CLI first) and ``log/``,
-  the segment files. Anything that makes the directory unusable (permissions, an I/O error
-  while recovering) is a ``DataDirError`` with a message for ``amqpd: error: ...``.
+- The data directory holds ``LOCK`` (storage/lock.py; taken by the CLI first), ``log/``,
+  the segment files, and ``spill/``, where bodies of transient messages beyond the memory
+  budget go (emptied at every start; docs/storage.md "Paging"). Anything that makes the
+  directory unusable (permissions, an I/O error while recovering) is a ``DataDirError``
+  with a message for ``amqpd: error: ...``.
 - The recovery report is always logged, as one line with its counts; damage (a torn or
   corrupt tail cut off, segments set aside) is a warning naming what was dropped.
 """
@@ -15,7 +17,9 @@ from typing import TYPE_CHECKING
 
 import structlog
 
+from amqpd.broker.paging import DEFAULT_BUDGET, Paging
 from amqpd.broker.restore import recover
+from amqpd.storage.bodies import SpillFiles
 from amqpd.storage.disklog import DiskDurableLog
 from amqpd.storage.files import OsFiles
 from amqpd.storage.lock import DataDirError
@@ -26,15 +30,26 @@ if TYPE_CHECKING:
 log = structlog.get_logger("amqpd.storage")
 
 LOG_DIR = "log"
+SPILL_DIR = "spill"
 
 
-def open_storage(data_dir: Path, broker: Broker) -> DiskDurableLog:
-    """Recover ``broker`` from ``data_dir`` (already locked) and return its durable log."""
+def open_storage(
+    data_dir: Path, broker: Broker, *, memory_budget: int | None = None
+) -> DiskDurableLog:
+    """Recover ``broker`` from ``data_dir`` (already locked) and return its durable log.
+
+    Also gives the broker its memory budget for ready message bodies (``memory_budget``
+    bytes; None: ``paging.DEFAULT_BUDGET``).
+    """
     directory = data_dir / LOG_DIR
     try:
         directory.mkdir(exist_ok=True)
         durable = DiskDurableLog.open(OsFiles(directory))
         restored = recover(broker, durable)
+        spill_dir = data_dir / SPILL_DIR
+        spill_dir.mkdir(exist_ok=True)
+        budget = DEFAULT_BUDGET if memory_budget is None else memory_budget
+        broker.attach_paging(Paging(budget, log=durable, spill=SpillFiles(OsFiles(spill_dir))))
     except OSError as exc:
         raise DataDirError(f"cannot use data directory {data_dir}: {exc}") from None
     report = durable.report

@@ -19,6 +19,9 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+import attrs
+
+from amqpd.storage.bodies import BodyReader, location
 from amqpd.storage.catalog import Catalog
 from amqpd.storage.durable import CommitCallback, DurableLog, run_callbacks
 from amqpd.storage.entries import (
@@ -36,15 +39,26 @@ from amqpd.storage.entries import (
     decode_entry,
 )
 from amqpd.storage.files import FileLayer
-from amqpd.storage.log import DEFAULT_SEGMENT_SIZE, Batch, SegmentLog
+from amqpd.storage.log import DEFAULT_SEGMENT_SIZE, Batch, Position, SegmentLog
+from amqpd.storage.record import HEADER_SIZE as RECORD_HEADER_SIZE
 from amqpd.storage.record import Record
 from amqpd.storage.recovery import RecoveryReport, recover_log
+from amqpd.storage.segment import segment_name
 
 Callback = Callable[[], None]
 
 
 def _decode(record: Record) -> Entry:
     return decode_entry(record.kind, record.payload)
+
+
+def _locate(entry: Entry, record: Record, segment: int, offset: int) -> Entry:
+    """Recovery keeps where a message's body is, not the body (docs/storage.md "Paging")."""
+    if type(entry) is not MessagePublished or not entry.body:
+        return entry
+    size = len(entry.body)
+    start = offset + RECORD_HEADER_SIZE + len(record.payload) - size
+    return attrs.evolve(entry, body=b"", body_at=location(segment, start), body_size=size)
 
 
 class DiskDurableLog(DurableLog):
@@ -57,10 +71,15 @@ class DiskDurableLog(DurableLog):
         self.on_sync_needed: Callback | None = None
         self._next_id = catalog.max_message_id + 1
         self._waiters: deque[tuple[int, CommitCallback]] = deque()
+        # Paging (docs/storage.md "Paging"): bodies read back from the segments, and where
+        # the body of the last logged message is.
+        self.bodies = BodyReader(log.files, segment_name)
+        log.on_reclaimed = self.bodies.forget
+        self._last_body = 0
 
     @classmethod
     def open(cls, files: FileLayer, *, segment_size: int = DEFAULT_SEGMENT_SIZE) -> DiskDurableLog:
-        recovered = recover_log(files, _decode)
+        recovered = recover_log(files, _decode, _locate)
         log = SegmentLog(
             files,
             existing=recovered.segments,
@@ -84,13 +103,22 @@ class DiskDurableLog(DurableLog):
         self.catalog.forget_content()
 
     # -- recording --------------------------------------------------------------------------
-    def _append(self, entry: Entry) -> None:
+    def _append(self, entry: Entry, payload: bytes | None = None) -> Position:
         log = self.log
         notify = not log.sync_needed
-        position = log.append(entry.KIND, entry.encode())
+        position = log.append(entry.KIND, entry.encode() if payload is None else payload)
         self.catalog.apply(entry, position.segment)
         if notify and self.on_sync_needed is not None:
             self.on_sync_needed()
+        return position
+
+    @property
+    def last_token(self) -> int:
+        return self.log.last_token
+
+    @property
+    def committed_token(self) -> int:
+        return self.log.committed_token
 
     def exchange_declared(
         self,
@@ -152,12 +180,18 @@ class DiskDurableLog(DurableLog):
     ) -> int:
         msg_id = self._next_id
         self._next_id = msg_id + 1
-        self._append(
-            MessagePublished(
-                msg_id, vhost, tuple(queues), exchange, routing_key, properties_raw, body
-            )
+        entry = MessagePublished(
+            msg_id, vhost, tuple(queues), exchange, routing_key, properties_raw, body
         )
+        payload = entry.encode()
+        position = self._append(entry, payload)
+        # The body is the payload's last field: readable there once the record is written.
+        start = position.offset + RECORD_HEADER_SIZE + len(payload) - len(body)
+        self._last_body = location(position.segment, start)
         return msg_id
+
+    def last_body(self) -> tuple[BodyReader, int] | None:
+        return self.bodies, self._last_body
 
     def messages_delivered(self, vhost: str, queue: str, ids: Iterable[int]) -> None:
         ids = tuple(ids)
@@ -208,4 +242,5 @@ class DiskDurableLog(DurableLog):
                 self._append(CleanShutdown())
             due = self.commit()
         self.log.close()
+        self.bodies.close()
         return due

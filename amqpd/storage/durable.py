@@ -20,7 +20,10 @@ Rules of this module (docs/internals.md "storage/"):
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from amqpd.storage.bodies import BodyReader
 
 FollowUp = Callable[[], None]
 CommitCallback = Callable[[], FollowUp | None]
@@ -112,6 +115,11 @@ class DurableLog:
 
     def after_commit(self, callback: CommitCallback) -> None:
         run_callbacks((callback,))
+
+    def last_body(self) -> tuple[BodyReader, int] | None:
+        """Where the body of the message just logged will be readable once committed
+        (paging, docs/storage.md); None when nothing is written to disk."""
+        return None
 
 
 NullDurableLog = DurableLog

@@ -210,6 +210,10 @@ class MessagePublished:
     routing_key: str
     properties_raw: bytes
     body: bytes
+    # Set by recovery instead of ``body`` (then b""): where the body is in the log (a
+    # storage.bodies location) and its size, so a restart does not hold every body in RAM.
+    body_at: int = attrs.field(default=-1, eq=False)
+    body_size: int = attrs.field(default=0, eq=False)
 
     def encode(self) -> bytes:
         # Written out (not _Writer): this runs once per persistent publish.

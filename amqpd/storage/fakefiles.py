@@ -49,6 +49,20 @@ class _FakeAppendFile:
         self._closed = True
 
 
+class _FakeReadFile:
+    __slots__ = ("_inode",)
+
+    def __init__(self, inode: _Inode) -> None:
+        self._inode = inode
+
+    def pread(self, offset: int, size: int) -> bytes:
+        # Reads are not numbered operations: they change nothing a crash could lose.
+        return bytes(self._inode.data[offset : offset + size])
+
+    def close(self) -> None:
+        pass
+
+
 class FakeFiles:
     def __init__(self, fail_at: int | None = None) -> None:
         self.fail_at = fail_at
@@ -95,6 +109,12 @@ class FakeFiles:
             self._fail_if_due("create")
             inode = self._dir[name] = _Inode()
         return _FakeAppendFile(self, inode)
+
+    def open_read(self, name: str) -> _FakeReadFile:
+        inode = self._dir.get(name)
+        if inode is None:
+            raise FileNotFoundError(errno.ENOENT, "no such file", name)
+        return _FakeReadFile(inode)
 
     def truncate(self, name: str, size: int) -> None:
         self._fail_if_due("truncate")

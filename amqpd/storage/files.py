@@ -31,6 +31,16 @@ class AppendFile(Protocol):
     def close(self) -> None: ...
 
 
+class ReadFile(Protocol):
+    """A file opened for reading at offsets (paged message bodies, storage/bodies.py)."""
+
+    def pread(self, offset: int, size: int) -> bytes:
+        """Up to ``size`` bytes at ``offset`` (fewer at the end of the file)."""
+        ...
+
+    def close(self) -> None: ...
+
+
 class FileLayer(Protocol):
     def list(self) -> list[str]:
         """Names of the files in the directory."""
@@ -39,6 +49,8 @@ class FileLayer(Protocol):
     def read(self, name: str) -> bytes: ...
 
     def open_append(self, name: str) -> AppendFile: ...
+
+    def open_read(self, name: str) -> ReadFile: ...
 
     def truncate(self, name: str, size: int) -> None:
         """Cut ``name`` to ``size`` bytes, durably (the engine calls it during recovery)."""
@@ -75,6 +87,22 @@ class _OsAppendFile:
             self._fd = -1
 
 
+class _OsReadFile:
+    __slots__ = ("_fd",)
+
+    def __init__(self, path: Path) -> None:
+        self._fd = os.open(path, os.O_RDONLY)
+
+    def pread(self, offset: int, size: int) -> bytes:
+        # Synchronous, on the trio thread: the core never awaits (docs/storage.md "Paging").
+        return os.pread(self._fd, size, offset)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
 class OsFiles:
     """The real file layer over one directory."""
 
@@ -89,6 +117,9 @@ class OsFiles:
 
     def open_append(self, name: str) -> AppendFile:
         return _OsAppendFile(self.directory / name)
+
+    def open_read(self, name: str) -> ReadFile:
+        return _OsReadFile(self.directory / name)
 
     def truncate(self, name: str, size: int) -> None:
         fd = os.open(self.directory / name, os.O_WRONLY)

@@ -23,7 +23,7 @@ Rules of this module (docs/storage.md "Group commit", "Reclamation"):
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
 from amqpd.storage.files import AppendFile, FileLayer
@@ -40,6 +40,7 @@ class StorageBroken(Exception):
 class Position(NamedTuple):
     token: int
     segment: int
+    offset: int = 0  # where the record starts in its segment (paged bodies are read there)
 
 
 class _Segment:
@@ -127,6 +128,8 @@ class SegmentLog:
         self._next_token = 1
         self.committed_token = 0
         self._in_flight: Batch | None = None
+        # Told the number of each segment deleted by reclamation (the body reader closes it).
+        self.on_reclaimed: Callable[[int], None] | None = None
 
     # -- appending --------------------------------------------------------------------------
     def append(self, kind: int, payload: bytes) -> Position:
@@ -135,6 +138,7 @@ class SegmentLog:
         data = encode(kind, payload)
         if self._head_size > HEADER_SIZE and self._head_size + len(data) > self.segment_size:
             self._roll()
+        offset = self._head_size
         self._head_size += len(data)
         chunks = self._chunks
         if chunks and chunks[-1][0] == self.head:
@@ -143,7 +147,7 @@ class SegmentLog:
             chunks.append((self.head, bytearray(data)))
         token = self._next_token
         self._next_token = token + 1
-        return Position(token, self.head)
+        return Position(token, self.head, offset)
 
     def _roll(self) -> None:
         previous = (self.head, self._head_size)
@@ -240,6 +244,8 @@ class SegmentLog:
                 raise
             for number in dead:
                 del self._segments[number]
+                if self.on_reclaimed is not None:
+                    self.on_reclaimed(number)
                 for dependent in self._dependents.pop(number, ()):
                     dependent.remaining.discard(number)
                     if not dependent.remaining:

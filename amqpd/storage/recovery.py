@@ -78,9 +78,15 @@ def _raw(record: Record) -> Record:
     return record
 
 
-def recover_log(files: FileLayer, decode: Callable[[Record], T]) -> RecoveredLog[T]:
+def recover_log(
+    files: FileLayer,
+    decode: Callable[[Record], T],
+    locate: Callable[[T, Record, int, int], T] | None = None,
+) -> RecoveredLog[T]:
     """Read the log, decoding each record once; a record with a good checksum that
-    ``decode`` refuses (raises ValueError) counts as corrupt, like a bad checksum."""
+    ``decode`` refuses (raises ValueError) counts as corrupt, like a bad checksum.
+    ``locate(value, record, segment, offset)``, if given, may replace each decoded value
+    knowing where its record is (the durable log keeps body locations, not bodies)."""
     live: list[tuple[int, str]] = []
     highest = 0
     for name in files.list():
@@ -100,7 +106,7 @@ def recover_log(files: FileLayer, decode: Callable[[Record], T]) -> RecoveredLog
     for index, (number, name) in enumerate(live):
         data = following
         following = files.read(live[index + 1][1]) if index + 1 < len(live) else b""
-        result, decoded = _decoded(scan_segment(data).result, decode)
+        result, decoded = _decoded(scan_segment(data).result, decode, locate, number)
         records.extend((number, value) for value in decoded)
         report.segments += 1
         damage = None if result.stop is Stop.END else result.stop.value
@@ -135,13 +141,19 @@ def recover_log(files: FileLayer, decode: Callable[[Record], T]) -> RecoveredLog
     return RecoveredLog(records, report, kept, highest + 1, last)
 
 
-def _decoded(result: ScanResult, decode: Callable[[Record], T]) -> tuple[ScanResult, list[T]]:
+def _decoded(
+    result: ScanResult,
+    decode: Callable[[Record], T],
+    locate: Callable[[T, Record, int, int], T] | None,
+    number: int,
+) -> tuple[ScanResult, list[T]]:
     values: list[T] = []
     for index, (offset, record) in enumerate(result.records):
         try:
-            values.append(decode(record))
+            value = decode(record)
         except ValueError:
             return ScanResult(result.records[:index], offset, Stop.CORRUPT), values
+        values.append(value if locate is None else locate(value, record, number, offset))
     return result, values
 
 

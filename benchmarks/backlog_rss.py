@@ -1,0 +1,138 @@
+"""Memory benchmark: a backlog of persistent messages with no consumer, and the peak RSS.
+
+A producer ``Connection`` (no sockets, as publish_path.py drives it) publishes N persistent
+messages of SIZE bytes to one durable queue on a broker with a real data directory: the
+durable log on segment files in a temporary directory, committed (write + fdatasync) every
+few chunks as the server's persister would, and the broker's memory budget for ready bodies
+(``--budget``, paging.py). Nobody consumes. At the end it reads a sample of the backlog
+back (head and tail, checking every body) and prints the peak RSS of the process, the RSS
+before publishing, and what the backlog cost per message.
+
+    python benchmarks/backlog_rss.py [--messages N] [--size BYTES] [--budget BYTES]
+                                     [--dir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+from amqpd.broker.broker import Broker
+from amqpd.broker.paging import DEFAULT_BUDGET
+from amqpd.protocol import methods as M
+from amqpd.protocol.frames import encode_content, encode_method_frame
+from amqpd.protocol.properties import BasicProperties
+from amqpd.server.resources import resident_memory
+from amqpd.server.storage import open_storage
+from amqpd.storage.durable import run_callbacks
+
+from publish_path import _open  # type: ignore[import-not-found]
+
+PER_CHUNK = 64  # messages per receive_data call (about one 64 KiB read at 1 KiB)
+COMMIT_EVERY = 8  # chunks per group commit
+
+
+def _peak_rss() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def run(messages: int, size: int, budget: int, directory: Path) -> None:
+    broker = Broker()
+    log = open_storage(directory, broker, memory_budget=budget)
+    producer = _open(broker)
+    queue = "backlog"
+    producer.receive_data(
+        encode_method_frame(
+            1,
+            M.QueueDeclare(
+                queue=queue,
+                passive=False,
+                durable=True,
+                exclusive=False,
+                auto_delete=False,
+                no_wait=False,
+                arguments={},
+            ),
+        ),
+        0.0,
+    )
+    producer.data_to_send()
+    body = b"x" * (size - 8)
+    props = BasicProperties(delivery_mode=2).encode()
+    publish = encode_method_frame(
+        1, M.BasicPublish(exchange="", routing_key=queue, mandatory=False, immediate=False)
+    )
+    rss_before = resident_memory()
+    start = time.monotonic()
+    sent = 0
+    chunks = 0
+    while sent < messages:
+        n = min(PER_CHUNK, messages - sent)
+        producer.receive_data(
+            b"".join(
+                publish + encode_content(1, props, b"%08d" % (sent + i) + body, 131072)
+                for i in range(n)
+            ),
+            0.0,
+        )
+        sent += n
+        chunks += 1
+        if chunks % COMMIT_EVERY == 0:
+            run_callbacks(log.commit())
+    run_callbacks(log.commit())
+    producer.data_to_send()
+    elapsed = time.monotonic() - start
+    rss_full = resident_memory()
+    q = broker.vhosts["/"].queues[queue]
+    assert q.message_count == messages, q.message_count
+    paging = broker.paging
+    assert paging is not None
+    # Read a sample back from the head, bodies checked (all of it paged with a small budget).
+    checked = 0
+    entries = []
+    while checked < min(messages, 20_000):
+        entry = q.get()
+        assert entry is not None
+        assert entry.message.body == b"%08d" % checked + body, checked
+        entries.append(entry)
+        checked += 1
+    for entry in entries:
+        q.ack(entry)
+    run_callbacks(log.commit())
+    disk = sum(f.stat().st_size for f in (directory / "log").iterdir())
+    print(
+        f"backlog_rss: {messages:,} persistent msgs of {size} B on one durable queue, "
+        f"budget {budget / 2**20:.0f} MiB, no consumer\n"
+        f"  published in {elapsed:.1f} s ({messages / elapsed:,.0f} msg/s, fsync every "
+        f"{PER_CHUNK * COMMIT_EVERY} msgs)\n"
+        f"  RSS before {rss_before / 2**20:.0f} MiB, with the backlog {rss_full / 2**20:.0f} MiB,"
+        f" peak {_peak_rss() / 2**20:.0f} MiB\n"
+        f"  backlog cost {(rss_full - rss_before) / messages:.0f} B/msg in RAM "
+        f"(bodies alone would be {messages * size / 2**20:.0f} MiB); "
+        f"{paging.paged_out:,} paged out; log on disk {disk / 2**20:.0f} MiB\n"
+        f"  read back and checked the first {checked:,}"
+    )
+    log.close()
+    paging.close()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--messages", type=int, default=1_000_000)
+    p.add_argument("--size", type=int, default=1024)
+    p.add_argument("--budget", type=int, default=DEFAULT_BUDGET)
+    p.add_argument("--dir", type=Path, default=None)
+    a = p.parse_args()
+    if a.dir is not None:
+        a.dir.mkdir(parents=True, exist_ok=True)
+        run(a.messages, a.size, a.budget, a.dir)
+    else:
+        with tempfile.TemporaryDirectory(prefix="amqpd-backlog-") as tmp:
+            run(a.messages, a.size, a.budget, Path(tmp))
+
+
+if __name__ == "__main__":
+    main()
