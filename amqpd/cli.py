@@ -227,6 +227,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             run_broker,
             config=server_config,
             reload=reload,
+            # SIGUSR1: `amqpd export-definitions --pid-file` asks for the live definitions.
+            export=(
+                definitions_export.Exporter(definitions_export.export_dir(args.pid_file), broker)
+                if args.pid_file is not None
+                else None
+            ),
             tls_addresses=config.tls_listeners if config else (),
             ssl_context=config.ssl_context if config else None,
             durable_log=durable,

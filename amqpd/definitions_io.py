@@ -145,7 +145,10 @@ def _tags(entry: _Entry) -> tuple[str, ...]:
 def parse_definitions(doc: Any) -> Imported:
     if not isinstance(doc, dict):
         raise DefinitionsError("(top level)", "must be a JSON object")
-    unsupported = [f"{key} (not read by amqpd)" for key in doc if key not in _KNOWN]
+    # An empty section (an export's "global_parameters": []) holds nothing left unread.
+    unsupported = [
+        f"{key} (not read by amqpd)" for key, value in doc.items() if key not in _KNOWN and value
+    ]
     users = []
     for e in _entries(doc, "users"):
         name = e.string("name")

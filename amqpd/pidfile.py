@@ -28,7 +28,10 @@ def pid_file(path: Path | None) -> Iterator[None]:
     if path is None:
         yield
         return
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until run_broker handles it
+    # Until run_broker handles them: a reload or an export request that comes early is
+    # dropped rather than killing the broker (SIGHUP's and SIGUSR1's default action).
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
     try:
         path.write_text(f"{os.getpid()}\n")
     except OSError as exc:

@@ -200,3 +200,79 @@ def test_reloader_imports_spooled_files_and_keeps_them(tmp_path: Path) -> None:
     assert work.settings.max_length == 1  # the imported policy applies
     reload(6.0)  # a later reload (nothing spooled) keeps the import
     assert "carol" in broker.users and work.settings.max_length == 1
+
+
+def test_export_definitions_of_a_running_broker(tmp_path: Path, capsys: Any) -> None:
+    # `rabbitmqctl export_definitions` for a running amqpd: users with their hashes, vhosts,
+    # permissions and the durable topology; transient and exclusive things are not exported.
+    pid_file = tmp_path / "amqpd.pid"
+    server = start_amqpd(tmp_path / "data", extra_args=["--pid-file", str(pid_file)])
+    try:
+        conn = _connect(server.port, "guest", "guest", "/")
+        ch = conn.channel()
+        ch.exchange_declare("orders", "topic", durable=True, arguments={"alternate-exchange": "ae"})
+        ch.exchange_declare("scratch", "fanout", durable=False)
+        ch.queue_declare("orders.q", durable=True, arguments={"x-max-length": 10})
+        ch.queue_declare("transient.q", durable=False)
+        ch.queue_declare("", exclusive=True)
+        ch.queue_bind("orders.q", "orders", "eu.#")
+        ch.queue_bind("orders.q", "amq.direct", "direct-key")
+        ch.queue_bind("transient.q", "orders", "us.#")  # a transient end: not exported
+        ch.exchange_bind("orders", "amq.topic", "all.#")
+        capsys.readouterr()
+        assert main(["export-definitions", "--pid-file", str(pid_file)]) == 0
+        doc = json.loads(capsys.readouterr().out)
+        conn.close()
+    finally:
+        assert server.stop() == 0, server.log_tail
+    assert [u["name"] for u in doc["users"]] == ["guest"]
+    assert doc["users"][0]["hashing_algorithm"] == SHA256 and doc["users"][0]["password_hash"]
+    assert doc["vhosts"] == [{"name": "/"}]
+    assert doc["permissions"] == [
+        {"user": "guest", "vhost": "/", "configure": ".*", "write": ".*", "read": ".*"}
+    ]
+    assert doc["exchanges"] == [
+        {
+            "name": "orders",
+            "vhost": "/",
+            "type": "topic",
+            "durable": True,
+            "auto_delete": False,
+            "internal": False,
+            "arguments": {"alternate-exchange": "ae"},
+        }
+    ]
+    assert doc["queues"] == [
+        {
+            "name": "orders.q",
+            "vhost": "/",
+            "durable": True,
+            "auto_delete": False,
+            "arguments": {"x-max-length": 10},
+        }
+    ]
+    key = {
+        (b["source"], b["destination"], b["destination_type"], b["routing_key"])
+        for b in doc["bindings"]
+    }
+    assert key == {
+        ("orders", "orders.q", "queue", "eu.#"),
+        ("amq.direct", "orders.q", "queue", "direct-key"),
+        ("amq.topic", "orders", "exchange", "all.#"),
+    }
+    # What amqpd exports, amqpd imports.
+    exported = tmp_path / "exported.json"
+    exported.write_text(json.dumps(doc))
+    from amqpd.definitions_io import read_definitions
+
+    imported = read_definitions(exported)
+    assert not imported.unsupported
+
+
+def test_export_definitions_without_a_running_broker(tmp_path: Path, capsys: Any) -> None:
+    pid_file = tmp_path / "gone.pid"
+    pid_file.write_text("999999\n")
+    with pytest.raises(SystemExit) as info:
+        main(["export-definitions", "--pid-file", str(pid_file)])
+    assert info.value.code == 1
+    assert "no broker running (pid 999999)" in capsys.readouterr().err

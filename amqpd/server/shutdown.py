@@ -43,6 +43,8 @@ log = structlog.get_logger("amqpd.server")
 
 SHUTDOWN_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 RELOAD_SIGNAL = signal.SIGHUP
+#: ``amqpd export-definitions --pid-file``: write the live definitions (the edge's Exporter).
+EXPORT_SIGNAL = signal.SIGUSR1
 
 #: ``reload(now)`` re-reads the configuration and returns the connections to close, with
 #: the connection.close text for each (the edge owns the config file; we own time and
@@ -62,6 +64,7 @@ async def run_broker(
     config: ServerConfig | None = None,
     connection_factory: ConnectionFactory | None = None,
     reload: Reload | None = None,
+    export: Callable[[], object] | None = None,
     tls_addresses: Sequence[ListenAddress] = (),
     ssl_context: ssl.SSLContext | None = None,
     durable_log: DiskDurableLog | None = None,
@@ -82,7 +85,11 @@ async def run_broker(
         if broker is None:
             raise TypeError("run_broker needs a broker or a connection_factory")
         connection_factory = session_connection_factory(broker, config.connection)
-    wanted = (*SHUTDOWN_SIGNALS, RELOAD_SIGNAL) if reload is not None else SHUTDOWN_SIGNALS
+    wanted = (
+        *SHUTDOWN_SIGNALS,
+        *((RELOAD_SIGNAL,) if reload is not None else ()),
+        *((EXPORT_SIGNAL,) if export is not None else ()),
+    )
     with trio.open_signal_receiver(*wanted) as signals:
         try:
             listeners: list[trio.abc.Listener[trio.abc.Stream]] = list(
@@ -96,7 +103,9 @@ async def run_broker(
                     listeners.append(trio.SSLListener(plain, ssl_context, https_compatible=False))
             server = Server(listeners, connection_factory, config=config)
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(_watch_signals, signals, server, nursery.cancel_scope, reload)
+                nursery.start_soon(
+                    _watch_signals, signals, server, nursery.cancel_scope, reload, export
+                )
                 if broker is not None:
                     # The queue timers (TTL, x-expires, delayed messages); cancelled with
                     # the signal watcher.
@@ -128,12 +137,20 @@ async def _watch_signals(
     server: Server,
     scope: trio.CancelScope,
     reload: Reload | None = None,
+    export: Callable[[], object] | None = None,
 ) -> None:
     count = 0
     async for signum in signals:
         if signum == RELOAD_SIGNAL:
             if reload is not None and count == 0:
                 _reload(reload)
+            continue
+        if signum == EXPORT_SIGNAL:
+            if export is not None:
+                try:
+                    log.info("definitions export requested", exported=export())
+                except Exception as exc:  # a failed export must not take the broker down
+                    log.error("definitions export failed", exc_info=exc)
             continue
         count += 1
         if count == 1:
