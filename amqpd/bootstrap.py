@@ -9,7 +9,7 @@ Rules of this module (process edge):
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -68,22 +68,30 @@ def prepare_broker(
     config: Config | None = None,
     definitions: Path | None = None,
     warn: Callable[[str], None] | None = None,
+    saved: Sequence[Imported] = (),
 ) -> tuple[Broker, Callable[[], None]]:
     """``build_broker`` in two steps: the broker with its vhosts, users, permissions and
     policies, and a function that declares the imported topology.
 
     The CLI recovers the data directory between the two, so that imported durable
     exchanges, queues and bindings reach the durable log, as RabbitMQ imports definitions
-    after its own recovery at boot.
+    after its own recovery at boot. ``saved``: the imports ``amqpd import-definitions``
+    made earlier (definitions_import.saved_imports), merged over the rest in their order.
     """
-    if config is None and definitions is None:
+    if config is None and definitions is None and not saved:
         return Broker(), lambda: None
     wanted, imported = effective_definitions(config, definitions)
+    wanted = with_imports(wanted, saved, config)
     broker = Broker(default_user=False)
     broker.max_connections = config.max_connections if config is not None else None
     broker.apply_definitions(wanted)
 
     def declare() -> None:
+        for earlier in saved:
+            try:
+                declare_topology(broker, earlier)
+            except DefinitionsError as exc:
+                raise ConfigFileError(f"an earlier import-definitions: {exc}") from None
         if imported is None:
             return
         try:
@@ -97,11 +105,29 @@ def prepare_broker(
     return broker, declare
 
 
+def with_imports(
+    base: Definitions, imports: Sequence[Imported], config: Config | None
+) -> Definitions:
+    """``base`` with every import merged over it, oldest first (same names replaced)."""
+    loopback = config.loopback_users if config is not None else ("guest",)
+    merged = base
+    for imported in imports:
+        merged = merge(merged, imported.definitions, loopback)
+    if imports:
+        try:
+            check(merged)
+        except DefinitionsError as exc:
+            raise ConfigFileError(f"an earlier import-definitions: {exc}") from None
+    return merged
+
+
 def reloader(
     path: Path | None,
     broker: Broker,
     definitions: Path | None = None,
     spool: Spool | None = None,
+    saved: Sequence[Imported] = (),
+    keep_in: Path | None = None,
 ) -> Callable[[float], list[tuple[Any, str]]]:
     """The SIGHUP action: re-read the config (and definitions) file, apply to ``broker``.
 
@@ -112,10 +138,12 @@ def reloader(
 
     ``spool``: files ``amqpd import-definitions`` left (definitions_import.py). Each is
     merged over the config's definitions, for this reload and every later one, and its
-    topology declared once; a file that cannot be used is logged and dropped.
+    topology declared once; a file that cannot be used is logged and dropped. ``saved``:
+    the imports made before this start; ``keep_in``: where an accepted file is kept for
+    the next start (definitions_import.imports_dir).
     """
     log = structlog.get_logger("amqpd.config")
-    imports: list[Imported] = []  # every import so far: later reloads keep them
+    imports: list[Imported] = list(saved)  # every import so far: later reloads keep them
 
     def reload(now: float | None = None) -> list[tuple[Any, str]]:
         try:
@@ -140,8 +168,12 @@ def reloader(
                 check(layered([*imports, *new, result]))
             except DefinitionsError as exc:
                 log.error("import refused, nothing imported", file=str(file), error=str(exc))
+                if spool is not None:
+                    spool.settle(file, None)
                 continue
             new.append(result)
+            if spool is not None:
+                spool.settle(file, keep_in)
         imports.extend(new)
         report = broker.apply_definitions(layered(imports), now)
         broker.max_connections = config.max_connections if config is not None else None

@@ -39,6 +39,7 @@ from amqpd import (
 from amqpd import config as config_module
 from amqpd.broker.alarms import Alarms
 from amqpd.config import Config, StorageConfig
+from amqpd.definitions_io import DefinitionsError
 from amqpd.log import LOG_FORMATS, LOG_LEVELS, LogFormat, configure_logging
 from amqpd.server import (
     DEFAULT_LISTEN,
@@ -164,12 +165,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.config is not None:
             config = load_config(args.config)
-        try:
-            broker, declare_topology = bootstrap.prepare_broker(
-                config, args.definitions, warnings.append
-            )
-        except config_module.ConfigFileError as exc:
-            raise UsageError(str(exc)) from None
         data_dir = prepare_data_dir(
             args.data_dir
             if args.data_dir is not None
@@ -177,6 +172,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             or default_data_dir()
         )
         lock = lock_data(data_dir)  # held (by the open file) until the process exits
+        kept_imports = definitions_import.imports_dir(data_dir)
+        try:
+            saved = definitions_import.saved_imports(kept_imports)
+            broker, declare_topology = bootstrap.prepare_broker(
+                config, args.definitions, warnings.append, saved
+            )
+        except DefinitionsError as exc:
+            raise UsageError(f"an earlier import-definitions: {exc}") from None
+        except config_module.ConfigFileError as exc:
+            raise UsageError(str(exc)) from None
     except UsageError as exc:
         parser.exit(EXIT_USAGE, f"{parser.prog}: error: {exc}\n")
     log_format: LogFormat = args.log_format or (config and config.log_format) or "console"
@@ -217,7 +222,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         else None
     )
     reload = (
-        bootstrap.reloader(args.config, broker, args.definitions, spool)
+        bootstrap.reloader(args.config, broker, args.definitions, spool, saved, kept_imports)
         if args.config is not None or args.definitions is not None or spool is not None
         else None
     )

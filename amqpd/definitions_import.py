@@ -12,9 +12,11 @@ Rules of this module (process edge; the design is in docs/internals.md, "process
   for every later reload, applied, and its exchanges, queues and bindings declared (durable
   ones reach the durable log as any declare does). What was imported and what was not
   supported is logged; the spool file is removed, whether it was usable or not.
-- Imported users, vhosts, permissions and policies live until the broker stops; durable
-  topology stays in the data directory. To keep the rest across restarts, give the same
-  file to ``--definitions`` (or put it in the config file).
+- An accepted import is kept in the data directory (``<data-dir>/imported-definitions/``,
+  ``saved_imports``): at every start it is merged over the config again, in the order the
+  imports came, so imported users, vhosts, permissions and policies survive a restart as
+  they do in RabbitMQ (durable topology is in the durable log anyway). A refused file is
+  removed from the spool and never kept.
 """
 
 from __future__ import annotations
@@ -51,17 +53,40 @@ class Spool:
         return names
 
     def take(self) -> list[tuple[Path, Imported | DefinitionsError]]:
-        """Every spooled file, read (or the reason it cannot be), and removed."""
+        """Every spooled file, read (or the reason it cannot be); ``settle`` each after."""
         out: list[tuple[Path, Imported | DefinitionsError]] = []
         for path in self.pending():
             try:
                 result: Imported | DefinitionsError = read_definitions(path)
             except DefinitionsError as exc:
                 result = exc
-            with contextlib.suppress(OSError):
-                path.unlink()
             out.append((path, result))
         return out
+
+    def settle(self, path: Path, keep_in: Path | None) -> None:
+        """Move an accepted file into ``keep_in`` (the saved imports), else remove it."""
+        with contextlib.suppress(OSError):
+            if keep_in is None:
+                path.unlink()
+                return
+            keep_in.mkdir(parents=True, exist_ok=True)
+            path.rename(keep_in / path.name)
+
+
+def imports_dir(data_dir: Path) -> Path:
+    """Where accepted imports are kept, to be applied again at every start."""
+    return data_dir / "imported-definitions"
+
+
+def saved_imports(directory: Path) -> list[Imported]:
+    """The imports kept in ``directory``, oldest first; ``DefinitionsError`` if one is bad."""
+    try:
+        files = sorted(p for p in directory.iterdir() if p.suffix == ".json")
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise DefinitionsError(str(directory), f"cannot read: {exc.strerror or exc}") from None
+    return [read_definitions(path) for path in files]
 
 
 def _spool(directory: Path, doc: object) -> Path:

@@ -135,8 +135,14 @@ def test_import_definitions_into_a_running_broker(tmp_path: Path, capsys: Any) -
         ch.basic_publish("jobs", "job", b"after restart", mandatory=True)
         assert ch.queue_declare("work", passive=True).method.message_count == 1
         conn.close()
+        # The imported user, vhost, permissions and policy survived the restart too, as in
+        # RabbitMQ: the import was kept in the data directory.
+        conn = _connect(server.port, "carol", "pc", "imported")
+        conn.channel().queue_declare("work", passive=True)
+        conn.close()
     finally:
         assert server.stop() == 0, server.log_tail
+    assert [p.suffix for p in (data / "imported-definitions").iterdir()] == [".json"]
 
 
 @pytest.mark.parametrize(
