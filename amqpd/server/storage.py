@@ -2,8 +2,11 @@
 
 Rules of this module:
 - The data directory holds ``LOCK`` (storage/lock.py; taken by the CLI first), ``log/``,
-  the segment files, and ``spill/``, where bodies of transient messages beyond the memory
-  budget go (emptied at every start; docs/storage.md "Paging"). Anything that makes the
+  the segment files, ``spill/``, where bodies of transient messages beyond the memory
+  budget go (emptied at every start; docs/storage.md "Paging"), and ``streams/``, the
+  stream queues' segment files (broker/stream_disk.py), attached before recovery so
+  recovered streams reopen theirs; directories of streams that no longer exist are
+  removed after it. Anything that makes the
   directory unusable (permissions, an I/O error while recovering) is a ``DataDirError``
   with a message for ``amqpd: error: ...``.
 - The recovery report is always logged, as one line with its counts; damage (a torn or
@@ -23,6 +26,7 @@ from amqpd.storage.bodies import SpillFiles
 from amqpd.storage.disklog import DiskDurableLog
 from amqpd.storage.files import OsFiles
 from amqpd.storage.lock import DataDirError
+from amqpd.storage.streamdirs import OsStreamDirs
 
 if TYPE_CHECKING:
     from amqpd.broker.broker import Broker
@@ -31,6 +35,7 @@ log = structlog.get_logger("amqpd.storage")
 
 LOG_DIR = "log"
 SPILL_DIR = "spill"
+STREAMS_DIR = "streams"
 
 
 def open_storage(
@@ -45,7 +50,9 @@ def open_storage(
     try:
         directory.mkdir(exist_ok=True)
         durable = DiskDurableLog.open(OsFiles(directory))
+        broker.attach_stream_dirs(OsStreamDirs(data_dir / STREAMS_DIR))
         restored = recover(broker, durable)
+        stale_streams = broker.remove_stale_stream_dirs()
         spill_dir = data_dir / SPILL_DIR
         spill_dir.mkdir(exist_ok=True)
         budget = DEFAULT_BUDGET if memory_budget is None else memory_budget
@@ -63,4 +70,10 @@ def open_storage(
         log.info("recovered data directory", **fields)
     for what in restored.skipped:
         log.warning("could not restore", what=what)
+    for vhost_dir, queue_dir in stale_streams:
+        log.info(
+            "removed the segment files of a stream that no longer exists",
+            vhost=vhost_dir,
+            queue=queue_dir,
+        )
     return durable
