@@ -23,11 +23,15 @@ Rules of this module (docs/storage.md "Stream segment files"):
   length, timestamp) plus a bounded cache of decoded entries (``CACHE_ENTRIES`` entries and
   ``CACHE_BYTES`` bytes of bodies, the newest written and the recently read), so a large
   stream does not live in RAM. Recovery reads one segment file at a time.
+- A failed write (disk full, I/O error) raises ``OSError`` to the publish (its connection
+  gets 541, as for any unexpected error) after cutting the partial record off the file; the
+  chunk is not in the stream and its offset is used by the next message.
 - Retention removes whole segment files; deleting the stream removes its directory.
 """
 
 from __future__ import annotations
 
+import contextlib
 import struct
 from array import array
 from collections import OrderedDict
@@ -128,6 +132,7 @@ class DiskSegment(Segment):
 
     __slots__ = (
         "_append",
+        "_broken",
         "_lengths",
         "_positions",
         "_reader",
@@ -146,6 +151,7 @@ class DiskSegment(Segment):
         self._timestamps = array("q")
         self._append: AppendFile | None = None
         self._reader: ReadFile | None = None
+        self._broken = False
         self.file_length = file_length
 
     def _add(self, timestamp: int, size: int, position: int, length: int) -> None:
@@ -156,14 +162,32 @@ class DiskSegment(Segment):
 
     def append(self, entry: StreamEntry) -> None:
         data = encode_entry(entry)
-        if self._append is None:
-            self._append = self._store.files.open_append(self.name)
-        self._append.write(data)
+        if self._broken:
+            raise OSError(f"stream segment {self.name}: an earlier write failed")
+        try:
+            if self._append is None:
+                self._append = self._store.files.open_append(self.name)
+            self._append.write(data)
+        except OSError:
+            self._cut_failed_write()
+            raise
         self._add(entry.timestamp, entry.size, self.file_length, len(data))
         self.file_length += len(data)
         if entry.message is not None:
             self.last_message = entry.offset
         self._store.cache(entry)
+
+    def _cut_failed_write(self) -> None:
+        # A short write left part of a record: cut it, so the file ends at the last whole
+        # chunk and the next append (and recovery) find a clean end; if even that fails,
+        # this segment takes no more writes (the stream refuses publishes until restart).
+        if self._append is not None:
+            self._append.close()
+            self._append = None
+        try:
+            self._store.files.truncate(self.name, self.file_length)
+        except OSError:
+            self._broken = True
 
     def __len__(self) -> int:
         return len(self._positions)
@@ -275,10 +299,17 @@ class DiskSegments:
             if previous is not None
             else encode_header(0, 0)
         )
-        handle = self.files.open_append(segment.name)
-        handle.write(header)
-        segment._append = handle
-        self.files.sync_dir()
+        try:
+            handle = self.files.open_append(segment.name)
+            segment._append = handle
+            handle.write(header)
+            self.files.sync_dir()
+        except OSError:
+            # Not opened: the log stays on the full segment and tries again next append.
+            segment.close()
+            with contextlib.suppress(OSError):
+                self.files.remove(segment.name)
+            raise
         self._segments.append(segment)
         return segment
 

@@ -4,6 +4,7 @@ the segment layout are identical after reopening, deletion removes the directory
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -169,6 +170,27 @@ def test_a_new_declaration_drops_leftover_files_and_delete_removes_the_directory
     assert isinstance(again, StreamQueue) and again.log.next_offset == 1
     vhost.delete_queue("s")
     assert key not in dirs.dirs
+
+
+@pytest.mark.parametrize("nth", [1, 2, 3, 4])
+def test_a_failed_write_leaves_the_stream_consistent(nth: int) -> None:
+    files = FakeFiles()
+    retention = Retention(max_segment_size=1000)
+    log = StreamLog(retention, DiskSegments(files))
+    for i in range(5):
+        log.append(_message(i), 1000 + i)
+    files.fail_at = files.ops + nth  # the write, or a step of opening the next segment
+    failed = 0
+    for i in range(5, 12):
+        try:
+            log.append(_message(i), 1000 + i)
+        except OSError:
+            failed += 1
+    assert failed == 1
+    reopened = StreamLog(retention, DiskSegments(files))
+    assert _state(reopened) == _state(log)
+    assert _snapshot(reopened) == _snapshot(log)
+    assert _snapshot(log)[-1][2] == _message(11).body
 
 
 def test_the_cache_is_bounded() -> None:
