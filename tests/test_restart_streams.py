@@ -174,3 +174,23 @@ def test_sigkill_while_publishing_to_a_stream_loses_no_confirmed_message(
     offsets = [o for o, _ in recovered]
     assert offsets == sorted(set(offsets)) and offsets[0] == 0
     assert server.stop() == 0
+
+
+def test_a_torn_stream_tail_is_cut_and_reported(data_dir: Path, servers: list[AmqpdServer]) -> None:
+    server = start_amqpd(data_dir)
+    servers.append(server)
+    conn, ch = _channel(server)
+    ch.queue_declare("s", durable=True, arguments={"x-queue-type": "stream"})  # type: ignore[attr-defined]
+    ch.confirm_delivery()  # type: ignore[attr-defined]
+    for i in range(10):
+        ch.basic_publish("", "s", b"%d" % i)  # type: ignore[attr-defined]
+    conn.close()
+    assert server.stop() == 0
+    (segment,) = (data_dir / "streams" / "%2F" / "s").glob("*.seg")
+    segment.write_bytes(segment.read_bytes()[:-3])  # the last chunk's write cut short
+
+    server = start_amqpd(data_dir)
+    servers.append(server)
+    assert "recovered stream after cutting off a damaged tail" in server.log_path.read_text()
+    assert [b for _, b in _replay(server, "s")] == [b"%d" % i for i in range(9)]
+    assert server.stop() == 0

@@ -395,6 +395,10 @@ class StreamLog:
         self._write(StreamEntry(self.next_offset, timestamp, None))
         self._retention_due = timestamp
 
+    @property
+    def store(self) -> SegmentStore:
+        return self._store
+
     def destroy(self) -> None:
         """The stream was deleted: its segments go (files included)."""
         self._store.destroy()

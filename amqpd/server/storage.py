@@ -22,6 +22,8 @@ import structlog
 
 from amqpd.broker.paging import DEFAULT_BUDGET, Paging
 from amqpd.broker.restore import recover
+from amqpd.broker.stream import StreamQueue
+from amqpd.broker.stream_disk import DiskSegments
 from amqpd.storage.bodies import SpillFiles
 from amqpd.storage.disklog import DiskDurableLog
 from amqpd.storage.files import OsFiles
@@ -70,6 +72,17 @@ def open_storage(
         log.info("recovered data directory", **fields)
     for what in restored.skipped:
         log.warning("could not restore", what=what)
+    for vhost in broker.vhosts.values():
+        for queue in vhost.queues.values():
+            store = queue.log.store if isinstance(queue, StreamQueue) else None
+            if isinstance(store, DiskSegments) and store.report.damaged:
+                fields = {k: v for k, v in store.report.fields().items() if v not in (None, [], 0)}
+                log.warning(
+                    "recovered stream after cutting off a damaged tail",
+                    vhost=vhost.name,
+                    queue=queue.name,
+                    **fields,
+                )
     for vhost_dir, queue_dir in stale_streams:
         log.info(
             "removed the segment files of a stream that no longer exists",
