@@ -24,7 +24,7 @@ Rules of this module:
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterable
 
 from amqpd.broker.definitions import ApplyReport, Definitions
 from amqpd.broker.limits import UserLimits, VhostLimits
@@ -102,18 +102,24 @@ class Broker:
         for vhost in self.vhosts.values():
             vhost.stream_dirs = dirs
 
-    def remove_stale_stream_dirs(self) -> list[tuple[str, str]]:
+    def remove_stale_stream_dirs(
+        self, durable_queues: Iterable[tuple[str, str]]
+    ) -> list[tuple[str, str]]:
         """Delete the directories of streams that do not exist (deleted, or declared in a
-        moment the crash cut off before the declaration was logged); returns them."""
+        moment the crash cut off before the declaration was logged); returns them.
+
+        ``durable_queues`` are the (vhost, queue) names the durable log holds: a stream the
+        restore skipped (an argument this version refuses) keeps its files."""
         dirs = self.stream_dirs
         if dirs is None:
             return []
-        live = {
+        live = {(escape_name(vhost), escape_name(queue)) for vhost, queue in durable_queues}
+        live.update(
             (escape_name(vhost.name), escape_name(queue.name))
             for vhost in self.vhosts.values()
             for queue in vhost.queues.values()
             if isinstance(queue, StreamQueue)
-        }
+        )
         stale = [pair for pair in dirs.names() if pair not in live]
         for vhost_name, queue_name in stale:
             dirs.remove_escaped(vhost_name, queue_name)

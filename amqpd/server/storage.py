@@ -53,8 +53,9 @@ def open_storage(
         directory.mkdir(exist_ok=True)
         durable = DiskDurableLog.open(OsFiles(directory))
         broker.attach_stream_dirs(OsStreamDirs(data_dir / STREAMS_DIR))
+        logged_queues = list(durable.catalog.queues)  # before restore changes anything
         restored = recover(broker, durable)
-        stale_streams = broker.remove_stale_stream_dirs()
+        stale_streams = broker.remove_stale_stream_dirs(logged_queues)
         spill_dir = data_dir / SPILL_DIR
         spill_dir.mkdir(exist_ok=True)
         budget = DEFAULT_BUDGET if memory_budget is None else memory_budget

@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from amqpd.broker import stream_disk
+from amqpd.broker.broker import Broker
 from amqpd.broker.message import Message
 from amqpd.broker.stream import OffsetSpec, Retention, StreamLog, StreamQueue
 from amqpd.broker.stream_disk import DiskSegments, stream_segment_name
@@ -201,6 +202,17 @@ def test_the_cache_is_bounded() -> None:
         log.append(_message(i), 1000)
     assert len(store._cache) == stream_disk.CACHE_ENTRIES
     assert log.entry(0) is not None and log.entry(0).message.body == _message(0).body  # type: ignore[union-attr]
+
+
+def test_directories_of_streams_that_do_not_exist_are_removed() -> None:
+    dirs = FakeStreamDirs()
+    broker = Broker()
+    broker.attach_stream_dirs(dirs)
+    broker.add_vhost("/").declare_queue("s", durable=True, arguments={"x-queue-type": "stream"})
+    dirs.files("/", "gone")
+    dirs.files("/", "skipped")  # in the log, but the restore refused it
+    assert broker.remove_stale_stream_dirs([("/", "skipped")]) == [("%2F", "gone")]
+    assert dirs.names() == [("%2F", "s"), ("%2F", "skipped")]
 
 
 def test_escaped_names_are_single_path_steps() -> None:
