@@ -17,13 +17,14 @@ Rules of this module:
   timer task can wake up. ``wall_clock`` (injected; ``time.time`` by default) is read only
   for wall-clock fields such as the x-death ``time``, so tests pass a fake one.
 - ``attach_durable_log`` hands the durable log to every vhost, present and future;
-  ``attach_paging`` the memory budget for ready bodies (paging.py) likewise.
+  ``attach_paging`` the memory budget for ready bodies (paging.py) likewise;
+  ``attach_stream_dirs`` where stream queues keep their segment files (stream_disk.py).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterable
 
 from amqpd.broker.definitions import ApplyReport, Definitions
 from amqpd.broker.limits import UserLimits, VhostLimits
@@ -31,10 +32,12 @@ from amqpd.broker.paging import Paging
 from amqpd.broker.passwords import PasswordHash
 from amqpd.broker.permissions import Access, Permission, PermissionTable
 from amqpd.broker.policies import Policy
+from amqpd.broker.stream import StreamQueue
 from amqpd.broker.users import User, UserTable
 from amqpd.broker.vhost import VirtualHost
 from amqpd.errors import NotAllowed
 from amqpd.storage.durable import NULL_LOG, DurableLog
+from amqpd.storage.streamdirs import StreamDirs, escape_name
 
 __all__ = ["Broker", "User"]
 
@@ -47,6 +50,7 @@ class Broker:
         self.on_deadline_moved: Callable[[], None] | None = None
         self.durable: DurableLog = NULL_LOG
         self.paging: Paging | None = None
+        self.stream_dirs: StreamDirs | None = None  # stream segment files (stream_disk.py)
         self.vhosts: dict[str, VirtualHost] = {}
         self.policies: dict[tuple[str, str], Policy] = {}
         self.add_vhost("/")
@@ -72,6 +76,7 @@ class Broker:
             vhost.durable = self.durable
             vhost.set_policies(p for p in self.policies.values() if p.vhost == name)
             vhost.paging = self.paging
+            vhost.stream_dirs = self.stream_dirs
         if limits is not None:
             vhost.limits = limits
         return vhost
@@ -89,6 +94,36 @@ class Broker:
             vhost.durable = log
             for queue in vhost.queues.values():
                 vhost.attach_journal(queue)
+
+    def attach_stream_dirs(self, dirs: StreamDirs) -> None:
+        """From now on stream queues keep their segments in ``dirs`` (before ``recover``:
+        recovered streams reopen their files there)."""
+        self.stream_dirs = dirs
+        for vhost in self.vhosts.values():
+            vhost.stream_dirs = dirs
+
+    def remove_stale_stream_dirs(
+        self, durable_queues: Iterable[tuple[str, str]]
+    ) -> list[tuple[str, str]]:
+        """Delete the directories of streams that do not exist (deleted, or declared in a
+        moment the crash cut off before the declaration was logged); returns them.
+
+        ``durable_queues`` are the (vhost, queue) names the durable log holds: a stream the
+        restore skipped (an argument this version refuses) keeps its files."""
+        dirs = self.stream_dirs
+        if dirs is None:
+            return []
+        live = {(escape_name(vhost), escape_name(queue)) for vhost, queue in durable_queues}
+        live.update(
+            (escape_name(vhost.name), escape_name(queue.name))
+            for vhost in self.vhosts.values()
+            for queue in vhost.queues.values()
+            if isinstance(queue, StreamQueue)
+        )
+        stale = [pair for pair in dirs.names() if pair not in live]
+        for vhost_name, queue_name in stale:
+            dirs.remove_escaped(vhost_name, queue_name)
+        return stale
 
     def attach_paging(self, paging: Paging) -> None:
         """From now on ready bodies beyond ``paging.budget`` go to disk (paging.py)."""

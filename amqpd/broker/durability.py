@@ -68,7 +68,7 @@ def enqueue_routed(
     its confirm must wait for ``log.after_commit``.
     """
     if log.enabled and message.persistent:
-        # Streams keep their own segments (in memory for now, stream.py): their messages
+        # Streams keep their own segment files (stream_disk.py): their messages
         # are not logged here, or the log would keep every message a retention dropped.
         durable = [
             q.name for q in queues if q.durable and not q.deleted and q.queue_type != "stream"

@@ -35,8 +35,9 @@ Rules of this module (RabbitMQ 3.13 ``rabbit_stream_queue.erl`` over the osiris 
   interval ("30m", "7D": ``x-max-age`` syntax) = the same from now minus the interval.
 - Filtering (3.13): ``x-stream-filter`` consumers get the messages whose
   ``x-stream-filter-value`` header matches (``StreamFilter``).
-- The segment storage is behind ``SegmentStore`` (in memory now); the storage layer can
-  supply disk-backed segments later without touching the queue logic.
+- The segment storage is behind ``SegmentStore``: in memory without a data directory, else
+  segment files (stream_disk.py), reopened with the same offsets, timestamps and segment
+  layout at restart; deleting the stream deletes its segments.
 """
 
 from __future__ import annotations
@@ -266,23 +267,38 @@ class StreamEntry:
 class Segment:
     """One segment of the log: consecutive entries, their byte size, their time span.
 
-    The in-memory segment; a disk-backed one (the storage layer's) overrides ``append``
-    to write the chunk too, and keeps ``entries`` readable (or pages them in).
+    The in-memory segment keeps its entries; a disk-backed one (stream_disk.py) writes each
+    chunk to its file and reads entries back by index, so the queue logic only uses
+    ``append``, ``get``, ``timestamp_at``, ``len()``, ``first_offset``, ``last_timestamp``,
+    ``size`` and ``last_message``.
     """
 
-    __slots__ = ("entries", "size")
+    __slots__ = ("_first", "entries", "last_message", "size")
 
-    def __init__(self) -> None:
+    def __init__(self, first_offset: int = 0) -> None:
+        self._first = first_offset
         self.entries: list[StreamEntry] = []
         self.size = LOG_HEADER_SIZE
+        self.last_message = -1  # offset of the newest message in it (-1: none)
 
     def append(self, entry: StreamEntry) -> None:
         self.entries.append(entry)
         self.size += entry.size
+        if entry.message is not None:
+            self.last_message = entry.offset
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def get(self, index: int) -> StreamEntry:
+        return self.entries[index]
+
+    def timestamp_at(self, index: int) -> int:
+        return self.entries[index].timestamp
 
     @property
     def first_offset(self) -> int:
-        return self.entries[0].offset
+        return self._first
 
     @property
     def last_timestamp(self) -> int:
@@ -290,25 +306,39 @@ class Segment:
 
 
 class SegmentStore(Protocol):
-    """Where segments live: memory now; the storage layer can back them with files."""
+    """Where segments live: memory (``MemorySegments``) or files (stream_disk.py)."""
 
-    def open_segment(self) -> Segment:
-        """A new, empty segment to append to."""
+    def recovered(self) -> list[Segment]:
+        """The segments found at open, oldest first (empty for a new stream)."""
+        ...
+
+    def open_segment(self, first_offset: int) -> Segment:
+        """A new, empty segment to append to, whose first entry gets ``first_offset``."""
         ...
 
     def delete_segment(self, segment: Segment) -> None:
         """Retention dropped ``segment`` (it is never read again)."""
         ...
 
+    def destroy(self) -> None:
+        """The stream was deleted: drop every segment (and its files)."""
+        ...
+
 
 class MemorySegments:
-    """The ``SegmentStore`` streams use until the storage layer provides a disk one."""
+    """The ``SegmentStore`` of streams without a data directory."""
 
-    def open_segment(self) -> Segment:
-        return Segment()
+    def recovered(self) -> list[Segment]:
+        return []
+
+    def open_segment(self, first_offset: int) -> Segment:
+        return Segment(first_offset)
 
     def delete_segment(self, segment: Segment) -> None:
         segment.entries.clear()
+
+    def destroy(self) -> None:
+        pass
 
 
 class StreamLog:
@@ -317,13 +347,21 @@ class StreamLog:
     def __init__(self, retention: Retention, store: SegmentStore | None = None) -> None:
         self.retention = retention
         self._store: SegmentStore = store if store is not None else MemorySegments()
-        self._segments: list[Segment] = [self._store.open_segment()]
-        self._firsts: list[int] = [0]  # each segment's first offset, for bisect
-        self._last_message = -1  # offset of the newest message (-1: none yet)
         self._retention_due: int | None = None  # a roll-over's time, until evaluated
-        self.first_offset = 0
-        self.next_offset = 0
-        self.bytes = LOG_HEADER_SIZE
+        segments = self._store.recovered()
+        if not segments:
+            segments = [self._store.open_segment(0)]
+        # Reopened from disk: the same offsets, segments and retained bytes as before.
+        self._segments: list[Segment] = segments
+        self._firsts: list[int] = [s.first_offset for s in segments]  # for bisect
+        self._last_message = max(s.last_message for s in segments)  # -1: none
+        self.first_offset = segments[0].first_offset
+        self.next_offset = segments[-1].first_offset + len(segments[-1])
+        self.bytes = sum(s.size for s in segments)
+        if len(segments[-1]) and segments[-1].size >= retention.max_segment_size:
+            # Stopped between filling a segment and opening the next: open it now.
+            self._roll(segments[-1].last_timestamp)
+            self.run_retention()
 
     def __len__(self) -> int:
         return self.next_offset - self.first_offset
@@ -345,14 +383,25 @@ class StreamLog:
             # (osiris_log:open_new_segment/1; oracle: with 600-byte messages filling a
             # segment each, offsets 0, 3, 6, 9 are messages and a stream whose only full
             # segment exceeds x-max-length-bytes is left with no message at all).
-            self._segments.append(self._store.open_segment())
-            self._firsts.append(self.next_offset)
-            self.bytes += LOG_HEADER_SIZE
-            self._write(StreamEntry(self.next_offset, timestamp, None))
-            self._retention_due = timestamp
+            self._roll(timestamp)
             if not defer:
                 self.run_retention()
         return entry
+
+    def _roll(self, timestamp: int) -> None:
+        self._segments.append(self._store.open_segment(self.next_offset))
+        self._firsts.append(self.next_offset)
+        self.bytes += LOG_HEADER_SIZE
+        self._write(StreamEntry(self.next_offset, timestamp, None))
+        self._retention_due = timestamp
+
+    @property
+    def store(self) -> SegmentStore:
+        return self._store
+
+    def destroy(self) -> None:
+        """The stream was deleted: its segments go (files included)."""
+        self._store.destroy()
 
     def run_retention(self) -> None:
         """Apply the retention evaluation the last segment roll-over asked for, if any."""
@@ -389,15 +438,15 @@ class StreamLog:
         if not self.first_offset <= offset < self.next_offset:
             return None
         index = bisect.bisect_right(self._firsts, offset) - 1
-        return self._segments[index].entries[offset - self._firsts[index]]
+        return self._segments[index].get(offset - self._firsts[index])
 
     def offset_for_timestamp(self, timestamp: int) -> int:
         """osiris timestamp_idx_scan: the first offset published at or after ``timestamp``."""
         for segment in self._segments:
-            if segment.entries and segment.last_timestamp >= timestamp:
-                for entry in segment.entries:
-                    if entry.timestamp >= timestamp:
-                        return entry.offset
+            if len(segment) and segment.last_timestamp >= timestamp:
+                for index in range(len(segment)):
+                    if segment.timestamp_at(index) >= timestamp:
+                        return segment.first_offset + index
         return self.next_offset
 
     def start_of(self, spec: OffsetSpec) -> int:
@@ -524,7 +573,7 @@ class StreamQueue(Queue):
         self, message: Message, now: float | None = None, *, redelivered: bool = False
     ) -> bool:
         # ``redelivered`` is for messages restored into classic queues; a stream's messages
-        # are not in the durable log yet (segments are in memory), so it is never set here.
+        # are not in the durable log (they reopen from its segment files), never set here.
         if self.deleted:
             return True
         self._clock(now)
@@ -598,6 +647,7 @@ class StreamQueue(Queue):
         if self.deleted:
             return 0
         self.deleted = True
+        self.log.destroy()
         readers = list(self._readers.values())
         self._readers.clear()
         for reader in readers:

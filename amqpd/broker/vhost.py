@@ -63,8 +63,10 @@ from amqpd.broker.permissions import Access
 from amqpd.broker.policies import Policy, matching
 from amqpd.broker.queue import Queue
 from amqpd.broker.stream import StreamQueue, check_declare
+from amqpd.broker.stream_disk import DiskSegments
 from amqpd.errors import AccessRefused, NotFound, PreconditionFailed, ResourceLocked
 from amqpd.storage.durable import NULL_LOG, DurableLog
+from amqpd.storage.streamdirs import StreamDirs
 
 Owner = Hashable
 
@@ -163,6 +165,8 @@ class VirtualHost:
         # re-applied to every queue and exchange when they change.
         self.policies: tuple[Policy, ...] = ()
         self.paging: Paging | None = None  # the broker's memory budget (paging.py)
+        # Where stream queues keep their segment files (None: in memory; stream_disk.py).
+        self.stream_dirs: StreamDirs | None = None
         for xname, xtype in PREDECLARED_EXCHANGES:
             self.exchanges[xname] = Exchange(xname, xtype, vhost=name, durable=True)
         # amq.rabbitmq.trace is internal: the firehose publishes to it, clients may not.
@@ -540,7 +544,11 @@ class VirtualHost:
         make_queue: Callable[..., Queue] = Queue
         if qtype == "stream":
             check_declare(args)  # then rabbit_stream_queue's own checks (stream.py)
-            make_queue = functools.partial(StreamQueue, wall_clock=self.wall_clock)
+            store = None
+            if self.stream_dirs is not None:
+                # A recovered stream reopens its files; a new one starts from nothing.
+                store = DiskSegments.open(self.stream_dirs, self.name, name, fresh=not recovered)
+            make_queue = functools.partial(StreamQueue, wall_clock=self.wall_clock, store=store)
         queue = make_queue(
             name,
             vhost=self.name,

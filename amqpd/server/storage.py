@@ -2,8 +2,11 @@
 
 Rules of this module:
 - The data directory holds ``LOCK`` (storage/lock.py; taken by the CLI first), ``log/``,
-  the segment files, and ``spill/``, where bodies of transient messages beyond the memory
-  budget go (emptied at every start; docs/storage.md "Paging"). Anything that makes the
+  the segment files, ``spill/``, where bodies of transient messages beyond the memory
+  budget go (emptied at every start; docs/storage.md "Paging"), and ``streams/``, the
+  stream queues' segment files (broker/stream_disk.py), attached before recovery so
+  recovered streams reopen theirs; directories of streams that no longer exist are
+  removed after it. Anything that makes the
   directory unusable (permissions, an I/O error while recovering) is a ``DataDirError``
   with a message for ``amqpd: error: ...``.
 - The recovery report is always logged, as one line with its counts; damage (a torn or
@@ -19,10 +22,13 @@ import structlog
 
 from amqpd.broker.paging import DEFAULT_BUDGET, Paging
 from amqpd.broker.restore import recover
+from amqpd.broker.stream import StreamQueue
+from amqpd.broker.stream_disk import DiskSegments
 from amqpd.storage.bodies import SpillFiles
 from amqpd.storage.disklog import DiskDurableLog
 from amqpd.storage.files import OsFiles
 from amqpd.storage.lock import DataDirError
+from amqpd.storage.streamdirs import OsStreamDirs
 
 if TYPE_CHECKING:
     from amqpd.broker.broker import Broker
@@ -31,6 +37,7 @@ log = structlog.get_logger("amqpd.storage")
 
 LOG_DIR = "log"
 SPILL_DIR = "spill"
+STREAMS_DIR = "streams"
 
 
 def open_storage(
@@ -45,7 +52,10 @@ def open_storage(
     try:
         directory.mkdir(exist_ok=True)
         durable = DiskDurableLog.open(OsFiles(directory))
+        broker.attach_stream_dirs(OsStreamDirs(data_dir / STREAMS_DIR))
+        logged_queues = list(durable.catalog.queues)  # before restore changes anything
         restored = recover(broker, durable)
+        stale_streams = broker.remove_stale_stream_dirs(logged_queues)
         spill_dir = data_dir / SPILL_DIR
         spill_dir.mkdir(exist_ok=True)
         budget = DEFAULT_BUDGET if memory_budget is None else memory_budget
@@ -63,4 +73,21 @@ def open_storage(
         log.info("recovered data directory", **fields)
     for what in restored.skipped:
         log.warning("could not restore", what=what)
+    for vhost in broker.vhosts.values():
+        for queue in vhost.queues.values():
+            store = queue.log.store if isinstance(queue, StreamQueue) else None
+            if isinstance(store, DiskSegments) and store.report.damaged:
+                fields = {k: v for k, v in store.report.fields().items() if v not in (None, [], 0)}
+                log.warning(
+                    "recovered stream after cutting off a damaged tail",
+                    vhost=vhost.name,
+                    queue=queue.name,
+                    **fields,
+                )
+    for vhost_dir, queue_dir in stale_streams:
+        log.info(
+            "removed the segment files of a stream that no longer exists",
+            vhost=vhost_dir,
+            queue=queue_dir,
+        )
     return durable
