@@ -51,6 +51,9 @@ DELAY_HEADER = "x-delay"
 # ERL_MAX_T in the plugin: the longest delay an Erlang timer takes, in ms (about 49.7 days).
 MAX_DELAY_MS = 4294967295
 
+# Distinct routing-key tuples the schedule shares between entries (DelaySchedule.add).
+_KEYS_CACHE = 4096
+
 # Erlang's binary_to_integer/1: an optional sign and decimal digits, nothing else.
 _ERLANG_INTEGER = re.compile(r"[+-]?[0-9]+")
 
@@ -126,7 +129,7 @@ class DelaySchedule:
     routing keys it was published with (its own key plus CC and BCC keys: the BCC header is
     already gone from the message)."""
 
-    __slots__ = ("_heap", "_order")
+    __slots__ = ("_heap", "_keys", "_order")
 
     def __init__(self) -> None:
         # (due, arrival, exchange, routing keys, message): the arrival counter breaks ties,
@@ -134,6 +137,9 @@ class DelaySchedule:
         # compare.
         self._heap: list[tuple[float, int, Hashable, tuple[str, ...], Held]] = []
         self._order = itertools.count()
+        # Recent routing-key tuples, so entries with the same keys share one tuple (a
+        # cache only: cleared when it grows, never needed for correctness).
+        self._keys: dict[tuple[str, ...], tuple[str, ...]] = {}
 
     def __len__(self) -> int:
         return len(self._heap)
@@ -146,6 +152,14 @@ class DelaySchedule:
         earliest = not heap or due < heap[0][0]
         # Interned: a million entries usually share a handful of routing keys.
         keys = tuple(sys.intern(k) for k in routing_keys)
+        cache = self._keys
+        shared = cache.get(keys)
+        if shared is None:
+            if len(cache) >= _KEYS_CACHE:
+                cache.clear()
+            cache[keys] = keys
+        else:
+            keys = shared
         heapq.heappush(heap, (due, next(self._order), exchange, keys, message))
         return earliest
 

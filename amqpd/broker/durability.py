@@ -117,8 +117,9 @@ _KEYS_HEADER = "x-amqpd-delayed-keys"
 
 
 def delayed_store(exchange: str) -> str:
-    """The log's name for the pending messages of a durable delayed exchange."""
-    return DELAYED_STORE_PREFIX + exchange
+    """The log's name for the pending messages of a durable delayed exchange (interned:
+    the catalog keeps it once per pending message)."""
+    return sys.intern(DELAYED_STORE_PREFIX + exchange)
 
 
 def delayed_store_exchange(store: str) -> str | None:
@@ -180,6 +181,7 @@ class LoggedDelayed:
         """The record is committed: forget the message (if it has a place in the log)."""
         if self.where >= 0 and self.source is not None:
             self.message = None
+            self.token = 0  # a small int: no object of its own per entry
 
     def load(self, *, ahead: bool = False) -> Message:
         """The message as held (its original properties), read back if paged out."""
