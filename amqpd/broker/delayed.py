@@ -19,7 +19,9 @@ Rules of this module (reference 2.4; rabbitmq-delayed-message-exchange,
 - ``DelaySchedule`` is a binary heap keyed by (due time, arrival order): O(log n) to add
   and to take, messages due at the same moment leave in publish order, and a message due in
   the past is due at once. Time is the caller's ``now`` (seconds, monotonic), never read
-  here.
+  here. An entry holds the message, or for a durable delayed exchange only its place in
+  the durable log (``durability.LoggedDelayed``, docs/storage.md "Delayed messages"), with
+  the routing keys as a tuple of interned strings.
 """
 
 from __future__ import annotations
@@ -29,8 +31,9 @@ import heapq
 import itertools
 import math
 import re
+import sys
 from collections.abc import Hashable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import attrs
 
@@ -39,11 +42,17 @@ from amqpd.broker.message import Message
 from amqpd.errors import PreconditionFailed
 from amqpd.protocol.fieldtable import Int32, Int64
 
+if TYPE_CHECKING:
+    from amqpd.broker.durability import LoggedDelayed
+
 EXCHANGE_TYPE = "x-delayed-message"
 DELAYED_TYPE_ARG = "x-delayed-type"
 DELAY_HEADER = "x-delay"
 # ERL_MAX_T in the plugin: the longest delay an Erlang timer takes, in ms (about 49.7 days).
 MAX_DELAY_MS = 4294967295
+
+# Distinct routing-key tuples the schedule shares between entries (DelaySchedule.add).
+_KEYS_CACHE = 4096
 
 # Erlang's binary_to_integer/1: an optional sign and decimal digits, nothing else.
 _ERLANG_INTEGER = re.compile(r"[+-]?[0-9]+")
@@ -110,43 +119,65 @@ def swap_delay_header(message: Message) -> Message:
     return message.with_properties(attrs.evolve(message.properties, headers=headers))
 
 
+#: What a schedule entry holds: the message, or (durable delayed exchanges) its place in
+#: the durable log once the record is committed (durability.LoggedDelayed).
+Held: TypeAlias = "Message | LoggedDelayed"
+
+
 class DelaySchedule:
     """Pending delayed messages, earliest first, each with the exchange that holds it and the
     routing keys it was published with (its own key plus CC and BCC keys: the BCC header is
     already gone from the message)."""
 
-    __slots__ = ("_heap", "_order")
+    __slots__ = ("_heap", "_keys", "_order")
 
     def __init__(self) -> None:
         # (due, arrival, exchange, routing keys, message): the arrival counter breaks ties,
         # so two messages due together leave in the order they came and messages never
         # compare.
-        self._heap: list[tuple[float, int, Hashable, tuple[str, ...], Message]] = []
+        self._heap: list[tuple[float, int, Hashable, tuple[str, ...], Held]] = []
         self._order = itertools.count()
+        # Recent routing-key tuples, so entries with the same keys share one tuple (a
+        # cache only: cleared when it grows, never needed for correctness).
+        self._keys: dict[tuple[str, ...], tuple[str, ...]] = {}
 
     def __len__(self) -> int:
         return len(self._heap)
 
     def add(
-        self, due: float, exchange: Hashable, routing_keys: Sequence[str], message: Message
+        self, due: float, exchange: Hashable, routing_keys: Sequence[str], message: Held
     ) -> bool:
         """Hold ``message`` for ``exchange`` until ``due``; True if it is now the earliest."""
         heap = self._heap
         earliest = not heap or due < heap[0][0]
-        heapq.heappush(heap, (due, next(self._order), exchange, tuple(routing_keys), message))
+        # Interned: a million entries usually share a handful of routing keys.
+        keys = tuple(sys.intern(k) for k in routing_keys)
+        cache = self._keys
+        shared = cache.get(keys)
+        if shared is None:
+            if len(cache) >= _KEYS_CACHE:
+                cache.clear()
+            cache[keys] = keys
+        else:
+            keys = shared
+        heapq.heappush(heap, (due, next(self._order), exchange, keys, message))
         return earliest
 
     def next_due(self) -> float | None:
         return self._heap[0][0] if self._heap else None
 
-    def pop_due(self, now: float) -> list[tuple[Hashable, tuple[str, ...], Message]]:
+    def pop_due(self, now: float) -> list[tuple[Hashable, tuple[str, ...], Held]]:
         """Take every message due at ``now``, in due order (publish order among equals)."""
         heap = self._heap
-        out: list[tuple[Hashable, tuple[str, ...], Message]] = []
+        out: list[tuple[Hashable, tuple[str, ...], Held]] = []
         while heap and heap[0][0] <= now:
             _due, _order, exchange, routing_keys, message = heapq.heappop(heap)
             out.append((exchange, routing_keys, message))
         return out
+
+    def held(self) -> list[Held]:
+        """What every entry holds, in no particular order (tests, diagnostics)."""
+        return [entry[4] for entry in self._heap]
 
     def count_for(self, exchange: Hashable) -> int:
         """Messages pending for one exchange (the plugin's ``messages_delayed`` info item)."""

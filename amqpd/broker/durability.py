@@ -19,18 +19,22 @@ Rules of this module (docs/internals.md "broker/", docs/storage.md):
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from amqpd.broker.message import Message
 from amqpd.protocol.fieldtable import Int64
 from amqpd.protocol.properties import BasicProperties
+from amqpd.storage.bodies import READ_AHEAD
 from amqpd.storage.durable import DurableLog
 
 if TYPE_CHECKING:
-    from amqpd.broker.message import Message
     from amqpd.broker.queue import Queue, QueuedMessage
+    from amqpd.storage.bodies import BodyReader as BodySource
+    from amqpd.storage.entries import MessagePublished
 
 
 class QueueJournal:
@@ -113,8 +117,9 @@ _KEYS_HEADER = "x-amqpd-delayed-keys"
 
 
 def delayed_store(exchange: str) -> str:
-    """The log's name for the pending messages of a durable delayed exchange."""
-    return DELAYED_STORE_PREFIX + exchange
+    """The log's name for the pending messages of a durable delayed exchange (interned:
+    the catalog keeps it once per pending message)."""
+    return sys.intern(DELAYED_STORE_PREFIX + exchange)
 
 
 def delayed_store_exchange(store: str) -> str | None:
@@ -124,6 +129,85 @@ def delayed_store_exchange(store: str) -> str | None:
     return None
 
 
+class LoggedDelayed:
+    """A pending message of a durable delayed exchange, as its schedule entry holds it.
+
+    Until its record is committed ``message`` is the whole message (the record is only in
+    the log's write buffer); ``page_out`` then forgets it, keeping only where the record's
+    properties and body are in the log, their sizes, the publish's exchange and routing key
+    (interned) and the id, so a million pending messages cost a few hundred bytes each
+    whatever their size. ``load`` reads the message back (one ``pread``), without the two
+    headers of ours. With no place in the log (``where`` < 0) the message is never paged.
+    """
+
+    __slots__ = (
+        "bcc",
+        "body_size",
+        "exchange",
+        "message",
+        "properties_size",
+        "routing_key",
+        "source",
+        "store_id",
+        "token",
+        "where",
+    )
+
+    def __init__(
+        self,
+        store_id: int,
+        message: Message,
+        source: BodySource | None = None,
+        where: int = -1,
+        properties_size: int = 0,
+        token: int = 0,
+    ) -> None:
+        self.store_id = store_id
+        self.message: Message | None = message
+        self.source = source
+        self.where = where
+        self.properties_size = properties_size
+        self.body_size = message.size
+        self.exchange = sys.intern(message.exchange)
+        self.routing_key = sys.intern(message.routing_key)
+        self.bcc = message.bcc
+        self.token = token  # the log's token of the record: on disk once committed
+
+    @property
+    def resident(self) -> bool:
+        return self.message is not None
+
+    def page_out(self) -> None:
+        """The record is committed: forget the message (if it has a place in the log)."""
+        if self.where >= 0 and self.source is not None:
+            self.message = None
+            self.token = 0  # a small int: no object of its own per entry
+
+    def load(self, *, ahead: bool = False) -> Message:
+        """The message as held (its original properties), read back if paged out."""
+        message = self.message
+        if message is not None:
+            return message
+        assert self.source is not None
+        psize = self.properties_size
+        data = self.source.read(self.where, psize + 4 + self.body_size, ahead=ahead)
+        _due, _keys, props = read_delayed(data[:psize])
+        return Message(
+            self.exchange, self.routing_key, props.encode(), data[psize + 4 :], props, self.bcc
+        )
+
+
+def load_delayed(held: Sequence[LoggedDelayed]) -> list[Message]:
+    """``held[i].load()`` for each, the paged-out ones read in log order: neighbours in
+    the log share one read-ahead window, an isolated one costs one exact ``pread``."""
+    out: list[Message | None] = [h.message for h in held]
+    paged = sorted((h.where, i) for i, h in enumerate(held) if h.message is None)
+    for n, (where, i) in enumerate(paged):
+        near = n + 1 < len(paged) and paged[n + 1][0] - where < READ_AHEAD
+        out[i] = held[i].load(ahead=near)
+    return [m for m in out if m is not None]
+
+
 def log_delayed(
     log: DurableLog,
     vhost: str,
@@ -131,20 +215,46 @@ def log_delayed(
     message: Message,
     routing_keys: Sequence[str],
     due_wall_ms: int,
-) -> int:
-    """Log a message a durable delayed exchange holds; returns its id in the log."""
+) -> LoggedDelayed:
+    """Log a message a durable delayed exchange holds; returns its schedule entry's
+    holder (``message`` itself until ``page_out``)."""
     headers: dict[str, Any] = message.headers()
     headers[_DUE_HEADER] = Int64(due_wall_ms)
     headers[_KEYS_HEADER] = list(routing_keys)
-    props = attrs.evolve(message.properties, headers=headers)
-    return log.message_published(
+    props_raw = attrs.evolve(message.properties, headers=headers).encode()
+    store_id = log.message_published(
         vhost,
         (delayed_store(exchange),),
         message.exchange,
         message.routing_key,
-        props.encode(),
+        props_raw,
         message.body,
     )
+    where = log.last_body()
+    if where is None:
+        return LoggedDelayed(store_id, message)
+    source, body_at = where
+    # The record ends with u32 len(properties), properties, u32 len(body), body
+    # (entries.MessagePublished.encode): the properties start just before the body.
+    return LoggedDelayed(
+        store_id, message, source, body_at - 4 - len(props_raw), len(props_raw), log.last_token
+    )
+
+
+def restored_delayed(
+    published: MessagePublished, source: BodySource
+) -> tuple[int, tuple[str, ...], LoggedDelayed]:
+    """A recovered delayed message's (due wall-clock ms, routing keys, paged-out holder):
+    only its properties (kept by recovery) are decoded; its body is not read."""
+    due, keys, props = read_delayed(published.properties_raw)
+    message = Message(published.exchange, published.routing_key, props.encode(), b"", props)
+    if published.body_at < 0:  # an empty body: recovery kept no place, nothing to page
+        return due, keys, LoggedDelayed(published.id, message)
+    message.size = published.body_size
+    psize = len(published.properties_raw)
+    held = LoggedDelayed(published.id, message, source, published.body_at - 4 - psize, psize)
+    held.page_out()
+    return due, keys, held
 
 
 def read_delayed(properties_raw: bytes) -> tuple[int, tuple[str, ...], BasicProperties]:

@@ -15,8 +15,8 @@ Rules of this module (docs/storage.md "Restoring the broker"):
 - The durable log is attached (broker.attach_durable_log) only at the end.
 - Message bodies are not read: recovery kept where each is in the log, and a restored
   message reads its body back when it is delivered (paging), so a restart with a backlog
-  larger than memory fits. A delayed message's body is read at once (the schedule keeps
-  it).
+  larger than memory fits. A delayed message's body is not read either: its schedule
+  entry keeps only its place in the log and reads it back when it is due.
 - A durable delayed exchange's store (``durability.delayed_store``) is not a queue: its
   messages go back to the exchange's schedule (``VirtualHost.restore_delayed``), due at the
   same wall-clock time; those of an exchange that is gone are dropped, and logged so.
@@ -33,7 +33,7 @@ from amqpd.broker.durability import (
     QueueJournal,
     delayed_store,
     delayed_store_exchange,
-    read_delayed,
+    restored_delayed,
 )
 from amqpd.broker.message import Message
 from amqpd.errors import AMQPError
@@ -165,15 +165,10 @@ def _restore_delayed(
     for msg_id in ids:
         published = log.catalog.messages[msg_id].entry
         assert published is not None, "content is kept until replay_done()"
-        due_wall_ms, routing_keys, props = read_delayed(published.properties_raw)
-        message = _message(log, published, props.encode(), props)
-        if not message.resident:
-            # Held by the exchange's schedule, not a queue: no budget applies, keep it.
-            message = Message(
-                published.exchange, published.routing_key, props.encode(), message.body, props
-            )
-        message.store_id = msg_id
-        if vhost.restore_delayed(exchange_name, routing_keys, message, due_wall_ms):
+        # Only the properties (in memory since recovery) are decoded; the body stays in
+        # the log until the message is due (durability.LoggedDelayed).
+        due_wall_ms, routing_keys, held = restored_delayed(published, log.bodies)
+        if vhost.restore_delayed(exchange_name, routing_keys, held, due_wall_ms):
             result.delayed += 1
         else:
             dropped.append(msg_id)

@@ -35,8 +35,9 @@ import heapq
 import itertools
 import secrets
 import time
+from collections import deque
 from collections.abc import Callable, Container, Hashable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import attrs
 
@@ -53,7 +54,14 @@ from amqpd.broker.arguments import (
     validate_queue_args,
 )
 from amqpd.broker.deadletter import is_death_cycle, make_dead_letter
-from amqpd.broker.durability import QueueJournal, delayed_store, enqueue_routed, log_delayed
+from amqpd.broker.durability import (
+    LoggedDelayed,
+    QueueJournal,
+    delayed_store,
+    enqueue_routed,
+    load_delayed,
+    log_delayed,
+)
 from amqpd.broker.exchange import Exchange
 from amqpd.broker.exchanges import EXCHANGE_TYPES
 from amqpd.broker.limits import VhostLimits
@@ -146,7 +154,11 @@ class VirtualHost:
         self.delayed = delayed.DelaySchedule()
         # Pending delayed messages read back from the log, until the first tick schedules
         # them: (exchange, routing keys, message, due wall-clock ms).
-        self._restored_delayed: list[tuple[Exchange, tuple[str, ...], Message, int]] = []
+        self._restored_delayed: list[tuple[Exchange, tuple[str, ...], LoggedDelayed, int]] = []
+        # Held messages of durable delayed exchanges whose record is not committed yet, in
+        # log order: each forgets its message once it is (LoggedDelayed.page_out).
+        self._delayed_unpaged: deque[LoggedDelayed] = deque()
+        self._page_out_armed = False  # an after_commit callback will page them out
         # Messages a durable delayed exchange logged so far: a publish that raised it must
         # wait for the log before its confirm (beyond the plugin, whose confirm does not).
         self.held_durably = 0
@@ -793,10 +805,11 @@ class VirtualHost:
         now: float,
         delay_ms: int,
     ) -> None:
+        held: Message | LoggedDelayed = message
         if exchange.durable and self.durable.enabled:
             # The held copy is its own Message: the one routed on (to an alternate
             # exchange, say) may be logged for queues under an id of its own.
-            held = Message(
+            copy = Message(
                 message.exchange,
                 message.routing_key,
                 message.properties_raw,
@@ -804,15 +817,44 @@ class VirtualHost:
                 bcc=message.bcc,
             )
             due_wall_ms = int(self.wall_clock() * 1000) + delay_ms
-            held.store_id = log_delayed(
-                self.durable, self.name, exchange.name, message, routing_keys, due_wall_ms
+            held = log_delayed(
+                self.durable, self.name, exchange.name, copy, routing_keys, due_wall_ms
             )
             self.held_durably += 1
-            message = held
-        self._schedule_delayed(exchange, routing_keys, message, now + delay_ms / 1000)
+            self._page_out_delayed()
+            if held.where >= 0:
+                self._delayed_unpaged.append(held)
+                self._arm_page_out()
+        self._schedule_delayed(exchange, routing_keys, held, now + delay_ms / 1000)
+
+    def _page_out_delayed(self) -> None:
+        """Forget the messages of held records now committed (docs/storage.md "Delayed
+        messages"): at each commit (``after_commit``), each hold and each release, so only
+        records not yet on disk keep their messages in memory."""
+        unpaged = self._delayed_unpaged
+        if not unpaged:
+            return
+        committed = self.durable.committed_token
+        while unpaged and unpaged[0].token <= committed:
+            unpaged.popleft().page_out()
+
+    def _arm_page_out(self) -> None:
+        # One callback per commit, not per message: it pages out what that commit wrote.
+        if self._delayed_unpaged and not self._page_out_armed:
+            self._page_out_armed = True
+            self.durable.after_commit(self._after_delayed_commit)
+
+    def _after_delayed_commit(self) -> None:
+        self._page_out_armed = False
+        self._page_out_delayed()
+        self._arm_page_out()
 
     def _schedule_delayed(
-        self, exchange: Exchange, routing_keys: Sequence[str], message: Message, due: float
+        self,
+        exchange: Exchange,
+        routing_keys: Sequence[str],
+        message: Message | LoggedDelayed,
+        due: float,
     ) -> None:
         earliest = self.next_deadline()
         self.delayed.add(due, exchange, routing_keys, message)
@@ -828,7 +870,7 @@ class VirtualHost:
         self,
         exchange_name: str,
         routing_keys: Sequence[str],
-        message: Message,
+        held: LoggedDelayed,
         due_wall_ms: int,
     ) -> bool:
         """A pending delayed message read back from the log at start; False if its
@@ -840,7 +882,7 @@ class VirtualHost:
         exchange = self.exchanges.get(exchange_name)
         if exchange is None or not exchange.delayed:
             return False
-        self._restored_delayed.append((exchange, tuple(routing_keys), message, due_wall_ms))
+        self._restored_delayed.append((exchange, tuple(routing_keys), held, due_wall_ms))
         return True
 
     def ensure_delayed_stores(self, logged: Container[str]) -> None:
@@ -856,9 +898,9 @@ class VirtualHost:
     def _schedule_restored(self, now: float) -> None:
         restored, self._restored_delayed = self._restored_delayed, []
         wall_ms = self.wall_clock() * 1000
-        for exchange, routing_keys, message, due_wall_ms in restored:
+        for exchange, routing_keys, held, due_wall_ms in restored:
             left = max(0.0, due_wall_ms - wall_ms) / 1000
-            self.delayed.add(now + left, exchange, routing_keys, message)
+            self.delayed.add(now + left, exchange, routing_keys, held)
 
     def _release_delayed(self, now: float) -> None:
         """Route every delayed message now due, once, x-delay negated; unroutable ones go.
@@ -867,19 +909,29 @@ class VirtualHost:
         exchange once, without mandatory or confirms; a message whose exchange was deleted
         meanwhile has nowhere to go.
         """
-        for exchange, routing_keys, held in self.delayed.pop_due(now):
+        self._page_out_delayed()
+        due = [
+            entry
+            for entry in self.delayed.pop_due(now)
+            # A deleted exchange's store went with it (_delete_exchange): nothing to read.
+            if not cast(Exchange, entry[0]).deleted
+        ]
+        if not due:
+            return
+        logged = [h for _x, _k, h in due if isinstance(h, LoggedDelayed)]
+        loaded = iter(load_delayed(logged))
+        for exchange, routing_keys, holder in due:
             assert isinstance(exchange, Exchange)
-            if exchange.deleted:
-                continue  # its store went with it (_delete_exchange)
+            held = next(loaded) if isinstance(holder, LoggedDelayed) else holder
             message = delayed.swap_delay_header(held)
             headers = message.headers()
             queues = self._route_exchange(exchange, list(routing_keys), message, headers, now)
             # Routed (and logged for durable queues) before it leaves the store: a crash in
             # between delivers it twice rather than never.
             enqueue_routed(self.durable, self.name, message, queues, now)
-            if held.store_id:
+            if isinstance(holder, LoggedDelayed):
                 self.durable.messages_removed(
-                    self.name, delayed_store(exchange.name), (held.store_id,)
+                    self.name, delayed_store(exchange.name), (holder.store_id,)
                 )
 
     # -- dead-lettering ---------------------------------------------------------------------

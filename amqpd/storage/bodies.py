@@ -56,7 +56,9 @@ class BodyReader:
         self._window = b""
         self.reads = 0  # preads issued (statistics, tests)
 
-    def read(self, where: int, size: int) -> bytes:
+    def read(self, where: int, size: int, *, ahead: bool = True) -> bytes:
+        """``size`` bytes at ``where``; ``ahead=False`` reads just those (a random read
+        whose neighbours are not wanted next), still served from the window if there."""
         number = where >> _SHIFT
         offset = where & _MASK
         if number == self._window_file:
@@ -68,10 +70,12 @@ class BodyReader:
             if len(self._open) >= _MAX_OPEN:
                 self._open.pop(next(iter(self._open))).close()
             handle = self._open[number] = self._files.open_read(self._name_of(number))
-        data = handle.pread(offset, max(size, READ_AHEAD))
+        data = handle.pread(offset, max(size, READ_AHEAD) if ahead else size)
         self.reads += 1
         if len(data) < size:
             raise OSError(f"paged body of {size} bytes at {offset} of file {number} is cut short")
+        if not ahead:
+            return data
         self._window_file, self._window_start, self._window = number, offset, data
         return data[:size]
 

@@ -116,6 +116,16 @@ class DurableLog:
     def after_commit(self, callback: CommitCallback) -> None:
         run_callbacks((callback,))
 
+    @property
+    def last_token(self) -> int:
+        """The commit token of the last record appended (0: nothing is ever written)."""
+        return 0
+
+    @property
+    def committed_token(self) -> int:
+        """The token of the last record known to be on disk."""
+        return 0
+
     def last_body(self) -> tuple[BodyReader, int] | None:
         """Where the body of the message just logged will be readable once committed
         (paging, docs/storage.md); None when nothing is written to disk."""
