@@ -10,7 +10,6 @@ from __future__ import annotations
 import signal
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pika
@@ -40,21 +39,6 @@ def _drain(server: AmqpdServer, queue: str) -> list[tuple[int, bool]]:
         ch.basic_ack(method.delivery_tag)  # type: ignore[attr-defined]
     conn.close()
     return out
-
-
-@pytest.fixture
-def data_dir(tmp_path: Path) -> Path:
-    return tmp_path / "data"
-
-
-@pytest.fixture
-def servers() -> Iterator[list[AmqpdServer]]:
-    started: list[AmqpdServer] = []
-    yield started
-    for server in started:
-        if server.process.poll() is None:
-            server.process.kill()
-            server.process.wait()
 
 
 def test_clean_restart_keeps_durable_state_and_redelivers_unacked(

@@ -11,12 +11,10 @@ from __future__ import annotations
 import itertools
 import signal
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pika
 import pika.exceptions
-import pytest
 
 from amqpd.pytest_plugin import AmqpdServer, start_amqpd
 
@@ -63,21 +61,6 @@ def _replay(server: AmqpdServer, queue: str) -> list[tuple[int, bytes]]:
 def _stream_dirs(data_dir: Path) -> list[str]:
     root = data_dir / "streams"
     return sorted(q.name for v in root.iterdir() for q in v.iterdir()) if root.is_dir() else []
-
-
-@pytest.fixture
-def data_dir(tmp_path: Path) -> Path:
-    return tmp_path / "data"
-
-
-@pytest.fixture
-def servers() -> Iterator[list[AmqpdServer]]:
-    started: list[AmqpdServer] = []
-    yield started
-    for server in started:
-        if server.process.poll() is None:
-            server.process.kill()
-            server.process.wait()
 
 
 def test_clean_restart_keeps_a_stream_with_its_offsets_and_retention(
