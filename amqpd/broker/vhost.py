@@ -159,9 +159,6 @@ class VirtualHost:
         # log order: each forgets its message once it is (LoggedDelayed.page_out).
         self._delayed_unpaged: deque[LoggedDelayed] = deque()
         self._page_out_armed = False  # an after_commit callback will page them out
-        # Messages a durable delayed exchange logged so far: a publish that raised it must
-        # wait for the log before its confirm (beyond the plugin, whose confirm does not).
-        self.held_durably = 0
         self._timer_seq = itertools.count()
         self._now = 0.0
         self.exchanges: dict[str, Exchange] = {}
@@ -820,7 +817,6 @@ class VirtualHost:
             held = log_delayed(
                 self.durable, self.name, exchange.name, copy, routing_keys, due_wall_ms
             )
-            self.held_durably += 1
             self._page_out_delayed()
             if held.where >= 0:
                 self._delayed_unpaged.append(held)

@@ -80,9 +80,12 @@ def basic_publish(ch: Channel, cmd: Command) -> None:
             access.check_topic("write", m.exchange, exchange.type, m.routing_key)
         if check_props:
             message = _check_properties(ch, message)
-    held = vhost.held_durably
+    logged = vhost.durable.last_token
     # The message comes back without its BCC header, if any.
     queues, message = vhost.route_message(m.exchange, message, ch.now)
+    # Routing appends to the log only when a durable delayed exchange holds the message:
+    # then the confirm waits for the log (beyond the plugin, whose confirm does not).
+    held = vhost.durable.last_token != logged
     if m.exchange == "" and m.routing_key.startswith(reply_to.PREFIX):
         # Before the tx check: RabbitMQ delivers replies at publish time even in a tx.
         reply_to.deliver(ch, m.routing_key, message)
@@ -96,7 +99,7 @@ def basic_publish(ch: Channel, cmd: Command) -> None:
         seq = confirms.take_seq()
         if not accepted:
             confirms.reject(seq)
-        elif message.store_id or vhost.held_durably != held:
+        elif message.store_id or held:
             # On disk first: in a durable queue, or held by a durable delayed exchange.
             _confirm_when_durable(ch, confirms, seq)
         else:
