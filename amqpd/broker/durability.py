@@ -86,6 +86,7 @@ def enqueue_routed(
                 message.properties_raw,
                 message.body,
             )
+            message.store_segment = log.last_segment
             if len(durable) == len(queues):
                 # Only then does the log keep the body alive as long as the broker holds
                 # the message (paging.py): a non-durable queue's copy would outlive it.

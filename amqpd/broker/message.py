@@ -12,7 +12,9 @@ Rules of this module:
   session has validated the text at publish (406 "invalid expiration"), so a value that
   does not parse here (a message built by a test) counts as no TTL.
 - ``store_id`` is the message's id in the durable log (0: not stored), set once, before the
-  message is enqueued anywhere (broker/durability.py).
+  message is enqueued anywhere (broker/durability.py); ``store_segment`` is the number of
+  the log segment holding its ``MessagePublished`` record (0 with ``store_id`` 0), which
+  the durable log's liveness needs when the message leaves a queue.
 - Paging (broker/paging.py, docs/storage.md "Paging") is the other exception: the body may
   leave memory (``_body`` None) while a copy is on disk at ``_where`` in ``_pager`` (the
   durable log's segments or the spill files); ``body`` then reads it back, every time,
@@ -58,6 +60,7 @@ class Message:
         "routing_key",
         "size",
         "store_id",
+        "store_segment",
     )
 
     def __init__(
@@ -81,6 +84,7 @@ class Message:
         self.bcc = bcc
         self._ttl = _UNSET
         self.store_id = 0
+        self.store_segment = 0
 
     @property
     def properties(self) -> BasicProperties:

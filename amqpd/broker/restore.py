@@ -118,6 +118,7 @@ def recover(broker: Broker, log: DiskDurableLog) -> RestoreResult:
             assert published is not None, "content is kept until replay_done()"
             message = _message(log, published, published.properties_raw)
             message.store_id = msg_id
+            message.store_segment = stored.segment
             redelivered = name in stored.delivered
             if crashed and not redelivered:
                 redelivered = True

@@ -120,6 +120,10 @@ class DiskDurableLog(DurableLog):
     def committed_token(self) -> int:
         return self.log.committed_token
 
+    @property
+    def last_segment(self) -> int:
+        return self.log.head
+
     def exchange_declared(
         self,
         vhost: str,

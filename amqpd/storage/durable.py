@@ -126,6 +126,11 @@ class DurableLog:
         """The token of the last record known to be on disk."""
         return 0
 
+    @property
+    def last_segment(self) -> int:
+        """The segment the last record appended went to (0: nothing is ever written)."""
+        return 0
+
     def last_body(self) -> tuple[BodyReader, int] | None:
         """Where the body of the message just logged will be readable once committed
         (paging, docs/storage.md); None when nothing is written to disk."""
