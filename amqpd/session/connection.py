@@ -688,7 +688,7 @@ class Connection:
         # when that is shorter than CLOSING_TIMEOUT.
         timeout = self.config.closing_timeout
         if 0 < self.heartbeat < timeout:
-            timeout = self.heartbeat
+            timeout = float(self.heartbeat)
         self._close_at = now + timeout
 
     def _fatal_frame_error(self, err: FrameError, now: float) -> None:
