@@ -99,6 +99,7 @@ class _State(enum.Enum):
 
 
 _METHOD_IDS = struct.Struct(">HH")
+_BASIC_PUBLISH_IDS = _METHOD_IDS.pack(M.BasicPublish.CLASS_ID, M.BasicPublish.METHOD_ID)
 _PRE_RUNNING = frozenset(
     {_State.HANDSHAKE, _State.STARTING, _State.TUNING, _State.OPENING, _State.SILENT}
 )
@@ -386,6 +387,8 @@ class Connection:
         if frame.channel != 0 and self._state is not _State.RUNNING:
             return False
         payload = frame.payload
+        if payload.startswith(_BASIC_PUBLISH_IDS):
+            return False  # the method of most frames, checked without building a tuple
         if len(payload) < 4 or _METHOD_IDS.unpack_from(payload, 0) in M.METHODS:
             return False  # short payloads are FrameReader's business (501)
         self._log.error(
