@@ -44,8 +44,8 @@ Rules of this module (RabbitMQ 3.13 ``rabbit_stream_queue.erl`` over the osiris 
 - Filtering (3.13): ``x-stream-filter`` consumers get the messages whose
   ``x-stream-filter-value`` header matches (``StreamFilter``).
 - The segment storage is behind ``SegmentStore``: in memory without a data directory, else
-  segment files (stream_disk.py), reopened with the same offsets, timestamps and segment
-  layout at restart; deleting the stream deletes its segments.
+  segment files (stream_disk.py), reopened with the same offsets, timestamps, segment
+  layout and segment size at restart; deleting the stream deletes its segments.
 """
 
 from __future__ import annotations
@@ -349,12 +349,20 @@ class SegmentStore(Protocol):
         """The stream was deleted: drop every segment (and its files)."""
         ...
 
+    def kept_segment_size(self, size: int) -> int:
+        """The segment size the stream was created with: the one kept for a reopened
+        stream, else ``size``, kept from now on (a policy may have chosen it)."""
+        ...
+
 
 class MemorySegments:
     """The ``SegmentStore`` of streams without a data directory."""
 
     def recovered(self) -> list[Segment]:
         return []
+
+    def kept_segment_size(self, size: int) -> int:
+        return size  # a stream in memory is never reopened
 
     def open_segment(self, first_offset: int) -> Segment:
         return Segment(first_offset)
@@ -548,7 +556,13 @@ class StreamQueue(Queue):
         )
         self.policy = policy
         self.wall_clock = wall_clock
-        self.log = StreamLog(Retention.from_arguments(self.arguments, policy), store)
+        retention = Retention.from_arguments(self.arguments, policy)
+        if store is not None:
+            # A reopened stream keeps the segment size it was created with, whatever the
+            # policy says now (RabbitMQ keeps it in the stream's coordinator state).
+            kept = store.kept_segment_size(retention.max_segment_size)
+            retention = attrs.evolve(retention, max_segment_size=kept)
+        self.log = StreamLog(retention, store)
         self._readers: dict[int, StreamReader] = {}  # id(consumer) -> reader, in order
         self._stream_delivered = 0
 

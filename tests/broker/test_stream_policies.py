@@ -19,8 +19,11 @@ from amqpd.broker.broker import Broker
 from amqpd.broker.message import Message
 from amqpd.broker.policies import Policy, validate_definition
 from amqpd.broker.stream import DEFAULT_MAX_SEGMENT_SIZE, OffsetSpec, Retention, StreamQueue
+from amqpd.broker.stream_disk import SEGMENT_SIZE_FILE, DiskSegments
 from amqpd.broker.vhost import VirtualHost
 from amqpd.protocol.properties import BasicProperties
+from amqpd.storage.fakefiles import FakeFiles
+from amqpd.storage.streamdirs import FakeStreamDirs
 
 STREAM = {"x-queue-type": "stream"}
 
@@ -255,3 +258,70 @@ def test_a_policy_change_through_the_broker_reaches_the_stream(clock: Clock) -> 
     publish(q, 9)
     broker.add_policy(pol({"max-length-bytes": 500}), now=1.0)
     assert (q.log.first_offset, q.policy and q.policy.name) == (7, "p")
+
+
+# -- restart: the segment size is the stream's own ---------------------------------------------
+def _reopen(dirs: FakeStreamDirs, policies: list[Policy], clock: Clock) -> StreamQueue:
+    vhost = VirtualHost("/", wall_clock=clock)
+    vhost.stream_dirs = dirs
+    vhost.set_policies(policies)
+    q = vhost.declare_queue("s", durable=True, arguments=STREAM, recovered=True)
+    assert isinstance(q, StreamQueue)
+    return q
+
+
+def test_a_reopened_stream_keeps_the_segment_size_a_policy_gave_it(clock: Clock) -> None:
+    dirs = FakeStreamDirs()
+    vh = VirtualHost("/", wall_clock=clock)
+    vh.stream_dirs = dirs
+    vh.set_policies([pol({"stream-max-segment-size-bytes": 300})])
+    q = stream(vh)
+    publish(q, 4)
+    files = dirs.files("/", "s")
+    assert files.read(SEGMENT_SIZE_FILE) == b"300"
+    # Restarted under another policy (or none): the stream still rolls at 300 bytes, and
+    # the new policy's byte limit applies.
+    again = _reopen(
+        dirs, [pol({"stream-max-segment-size-bytes": 100_000, "max-length-bytes": 700})], clock
+    )
+    assert again.log.retention == Retention(max_segment_size=300, max_bytes=700)
+    publish(again, 5, start=4)
+    # 300-byte segments 0-2, 3-6, 7-10 (3, 7 tracking chunks), then 11: under 700 bytes
+    # only the last full one and the new one stay.
+    assert (again.log.segment_count, first(again)) == (2, [8, 9, 10])
+    assert _reopen(dirs, [], clock).log.retention == Retention(max_segment_size=300)
+
+
+@pytest.mark.parametrize("damage", [None, b"", b"3x0"])
+def test_a_missing_or_damaged_segment_size_file_is_written_anew(
+    clock: Clock, damage: bytes | None
+) -> None:
+    dirs = FakeStreamDirs()
+    vh = VirtualHost("/", wall_clock=clock)
+    vh.stream_dirs = dirs
+    stream(vh, **{"x-stream-max-segment-size-bytes": 300})
+    files = dirs.files("/", "s")
+    files.remove(SEGMENT_SIZE_FILE)
+    if damage is not None:
+        files.write_raw(SEGMENT_SIZE_FILE, damage)
+    files.write_raw(SEGMENT_SIZE_FILE + ".tmp", b"12")  # a crash while it was written
+    vhost = VirtualHost("/", wall_clock=clock)
+    vhost.stream_dirs = dirs
+    again = vhost.declare_queue(
+        "s",
+        durable=True,
+        arguments={**STREAM, "x-stream-max-segment-size-bytes": 300},
+        recovered=True,
+    )
+    assert isinstance(again, StreamQueue) and again.log.retention.max_segment_size == 300
+    assert files.read(SEGMENT_SIZE_FILE) == b"300"
+    assert SEGMENT_SIZE_FILE + ".tmp" not in files.list()
+
+
+def test_deleting_the_stream_removes_the_segment_size_file(clock: Clock) -> None:
+    files = FakeFiles()
+    store = DiskSegments(files)
+    assert store.kept_segment_size(1234) == 1234
+    assert DiskSegments(files).kept_segment_size(99) == 1234
+    store.destroy()
+    assert files.list() == []
