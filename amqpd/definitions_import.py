@@ -17,6 +17,11 @@ Rules of this module (process edge; the design is in docs/internals.md, "process
   imports came, so imported users, vhosts, permissions and policies survive a restart as
   they do in RabbitMQ (durable topology is in the durable log anyway). A refused file is
   removed from the spool and never kept.
+- The spool belongs to one broker run: at start, before the pid file names the new
+  broker, whatever it still holds is removed and logged (``Spool.clear``), so a file
+  spooled for a broker that crashed before its SIGHUP, or by an ``import-definitions``
+  killed between spooling and signalling, is never imported by a later run's reload.
+  ``import-definitions`` needs the new pid file, so it cannot spool before the clear.
 """
 
 from __future__ import annotations
@@ -62,6 +67,22 @@ class Spool:
                 result = exc
             out.append((path, result))
         return out
+
+    def clear(self) -> list[str]:
+        """Remove what an earlier broker's spool still holds (at start, before the pid
+        file names this broker): a file spooled for a broker that crashed before its
+        SIGHUP, or by an ``import-definitions`` killed before it signalled, or a
+        half-written temporary. Returns the names removed."""
+        try:
+            leftovers = sorted(p for p in self.directory.iterdir() if p.is_file())
+        except OSError:
+            return []
+        removed = []
+        for path in leftovers:
+            with contextlib.suppress(OSError):
+                path.unlink()
+                removed.append(path.name)
+        return removed
 
     def settle(self, path: Path, keep_in: Path | None) -> None:
         """Move an accepted file into ``keep_in`` (the saved imports), else remove it."""

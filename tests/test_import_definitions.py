@@ -282,3 +282,46 @@ def test_export_definitions_without_a_running_broker(tmp_path: Path, capsys: Any
         main(["export-definitions", "--pid-file", str(pid_file)])
     assert info.value.code == 1
     assert "no broker running (pid 999999)" in capsys.readouterr().err
+
+
+def test_a_spool_left_by_an_earlier_run_is_cleared_at_start(tmp_path: Path) -> None:
+    # A file spooled for a broker that crashed before its SIGHUP (and a half-written
+    # temporary) must not be imported by the next run's first reload.
+    config = tmp_path / "amqpd.toml"
+    config.write_text(_config())
+    pid_file = tmp_path / "amqpd.pid"
+    spool = spool_dir(pid_file)
+    spool.mkdir()
+    (spool / "00000000000000000001-1.json").write_text(
+        json.dumps(_definitions(hash_password("pc", SHA256).value))
+    )
+    (spool / ".00000000000000000002-1.tmp").write_text("{")
+    server = start_amqpd(
+        tmp_path / "data", extra_args=["--config", str(config), "--pid-file", str(pid_file)]
+    )
+    try:
+        guest = _connect(server.port, "guest", "guest", "/")
+        log = Path(server.log_path).read_text()
+        assert log.count("discarded a definitions import left in the spool") == 2
+        assert list(spool.iterdir()) == []
+        assert main(["reload", "--pid-file", str(pid_file)]) == 0
+        _wait_log(server, guest, "reload done")
+        assert "definitions imported" not in Path(server.log_path).read_text()
+        with pytest.raises(pika.exceptions.ProbableAuthenticationError):
+            _connect(server.port, "carol", "pc", "imported")
+        guest.close()
+    finally:
+        assert server.stop() == 0, server.log_tail
+    assert not (tmp_path / "data" / "imported-definitions").exists()
+
+
+def test_spool_clear_removes_every_leftover(tmp_path: Path) -> None:
+    from amqpd.definitions_import import Spool
+
+    assert Spool(tmp_path / "missing").clear() == []
+    spool = Spool(tmp_path / "spool")
+    spool.directory.mkdir()
+    (spool.directory / "b.json").write_text("{}")
+    (spool.directory / ".a.tmp").write_text("{")
+    assert spool.clear() == [".a.tmp", "b.json"]
+    assert spool.pending() == [] and list(spool.directory.iterdir()) == []
