@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -325,3 +328,34 @@ def test_spool_clear_removes_every_leftover(tmp_path: Path) -> None:
     (spool.directory / ".a.tmp").write_text("{")
     assert spool.clear() == [".a.tmp", "b.json"]
     assert spool.pending() == [] and list(spool.directory.iterdir()) == []
+
+
+@pytest.mark.parametrize("running", [False, True])
+def test_export_definitions_into_a_closed_pipe_exits_quietly(tmp_path: Path, running: bool) -> None:
+    # `amqpd export-definitions ... | head -1`: the reader is gone before (or while) the
+    # output is written. No traceback, no "Exception ignored"; exit 141 as a tool killed
+    # by SIGPIPE. The read end is closed before the child writes anything, so every
+    # write fails with EPIPE, whatever the output's size.
+    pid_file = tmp_path / "amqpd.pid"
+    server = (
+        start_amqpd(tmp_path / "data", extra_args=["--pid-file", str(pid_file)])
+        if running
+        else None
+    )
+    args = ["--pid-file", str(pid_file)] if running else []
+    try:
+        read_end, write_end = os.pipe()
+        os.close(read_end)
+        child = subprocess.run(
+            [sys.executable, "-m", "amqpd", "export-definitions", *args],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        os.close(write_end)
+    finally:
+        if server is not None:
+            assert server.stop() == 0, server.log_tail
+    assert (child.returncode, child.stderr) == (141, "")
