@@ -139,7 +139,8 @@ class Connection:
         self.broker = broker
         self.config = config if config is not None else ConnectionConfig()
         self.peer = peer
-        #: The CN of the client's verified TLS certificate (the EXTERNAL mechanism's user).
+        #: The EXTERNAL mechanism's user name from the client's verified TLS certificate
+        #: (its subject DN or CN, per ssl_cert_login_from: server/certificates.py).
         self.peer_certificate = peer_certificate
         self._mechanisms = handshake.offered_mechanisms(self.config, peer_certificate is not None)
         #: Called when output is queued from outside this connection's own calls.
