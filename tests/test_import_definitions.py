@@ -359,3 +359,42 @@ def test_export_definitions_into_a_closed_pipe_exits_quietly(tmp_path: Path, run
         if server is not None:
             assert server.stop() == 0, server.log_tail
     assert (child.returncode, child.stderr) == (141, "")
+
+
+def _other_file_system(tmp_path: Path) -> Path | None:
+    """A directory on another file system than ``tmp_path`` (/dev/shm), if there is one."""
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or os.stat(shm).st_dev == os.stat(tmp_path).st_dev:
+        return None
+    return shm
+
+
+def test_settle_copies_across_file_systems_and_always_empties_the_spool(tmp_path: Path) -> None:
+    import shutil
+    import uuid
+
+    from amqpd.definitions_import import Spool
+
+    other = _other_file_system(tmp_path)
+    if other is None:
+        pytest.skip("no second file system (/dev/shm) to put the spool on")
+    spool = Spool(other / f"amqpd-test-spool-{uuid.uuid4().hex}")
+    try:
+        spool.directory.mkdir()
+        file = spool.directory / "1.json"
+        file.write_text('{"vhosts": [{"name": "v"}]}')
+        keep = tmp_path / "data" / "imported-definitions"
+        assert spool.settle(file, keep) is None  # rename fails with EXDEV: copied
+        assert (keep / "1.json").read_text() == '{"vhosts": [{"name": "v"}]}'
+        assert list(spool.directory.iterdir()) == [] and [p.name for p in keep.iterdir()] == [
+            "1.json"
+        ]
+        # Keeping fails (the place is a file): reported, and the spool is emptied anyway.
+        file.write_text("{}")
+        blocked = tmp_path / "blocked"
+        blocked.write_text("")
+        problem = spool.settle(file, blocked)
+        assert problem is not None and "cannot keep it in" in problem
+        assert spool.pending() == []
+    finally:
+        shutil.rmtree(spool.directory, ignore_errors=True)
