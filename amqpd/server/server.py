@@ -252,7 +252,8 @@ def _peer_of(stream: trio.abc.Stream) -> tuple[str | None, str | None]:
 
 
 def _certificate_login(stream: trio.SSLStream[trio.abc.Stream], login_from: str) -> str | None:
-    """The EXTERNAL user name of the verified client certificate, if any.
+    """The EXTERNAL user name of the verified client certificate ("" if it names nobody),
+    None without one.
 
     ``getpeercert()`` is {} unless the handshake received and verified a certificate; the
     DER form is read for the name because the dict form loses RabbitMQ's attribute names.
@@ -260,7 +261,10 @@ def _certificate_login(stream: trio.SSLStream[trio.abc.Stream], login_from: str)
     if not stream.getpeercert():
         return None
     der = stream.getpeercert(binary_form=True)
-    return login_name(der, login_from) if der else None
+    if not der:
+        return None
+    # "": a certificate that names nobody; EXTERNAL is still offered, and then refused.
+    return login_name(der, login_from) or ""
 
 
 def _set_nodelay(stream: trio.abc.Stream) -> None:
