@@ -224,6 +224,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.pid_file is not None
         else None
     )
+    for leftover in spool.clear() if spool is not None else []:
+        # Before the pid file names this broker: nobody can have spooled for it yet.
+        structlog.get_logger("amqpd").warning(
+            "discarded a definitions import left in the spool by an earlier run",
+            file=leftover,
+            spool=str(spool.directory) if spool is not None else None,
+        )
     reload = (
         bootstrap.reloader(args.config, broker, args.definitions, spool, saved, kept_imports)
         if args.config is not None or args.definitions is not None or spool is not None

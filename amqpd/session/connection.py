@@ -140,7 +140,9 @@ class Connection:
         self.broker = broker
         self.config = config if config is not None else ConnectionConfig()
         self.peer = peer
-        #: The CN of the client's verified TLS certificate (the EXTERNAL mechanism's user).
+        #: The EXTERNAL mechanism's user name from the client's verified TLS certificate
+        #: (its subject DN or CN, per ssl_cert_login_from: server/certificates.py); "" for
+        #: a verified certificate that names nobody; None without one.
         self.peer_certificate = peer_certificate
         self._mechanisms = handshake.offered_mechanisms(self.config, peer_certificate is not None)
         #: Called when output is queued from outside this connection's own calls.
@@ -479,6 +481,11 @@ class Connection:
             # rabbit_auth_mechanism_ssl: the response is ignored; the certificate names the
             # user, who must exist (no password is checked).
             assert self.peer_certificate is not None  # EXTERNAL is only offered then
+            if not self.peer_certificate:
+                # A certificate that names nobody (common_name without a CN): offered, then
+                # refused, as rabbit_auth_mechanism_ssl's {refused, none, "no name found"}.
+                self._auth_fail(mechanism, "no name found", now)
+                return
             creds = handshake.Credentials(self.peer_certificate, None)
             user = self.broker.authenticate_external(creds.username)
         else:
