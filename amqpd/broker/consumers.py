@@ -15,6 +15,12 @@ Rules of this module (RabbitMQ ``rabbit_queue_consumers.erl``; docs "Consumer Pr
   registration order (``rabbit_amqqueue_process:new_single_active_consumer_after_basic_
   cancel`` -> ``rabbit_queue_consumers:get_consumer/1``, the head of its priority queue;
   checked on the oracle). The hand-over delivers nothing by itself (see Queue).
+- A consumer found not ready by ``next_ready`` is parked: taken out of its level's round
+  robin, so that a queue whose consumers are all busy (prefetch used up) costs O(1) per
+  publish, not O(consumers) (benchmarks/scaling.py "consumers"). It comes back at the tail
+  of its level (RabbitMQ moves a blocked consumer back to the end of its priority queue,
+  ``rabbit_queue_consumers:unblock``) when the queue is told it may take deliveries again:
+  ``unblock(consumer)``, or ``unblock_all()`` for a caller that does not know which.
 - Pure bookkeeping: never delivers, never calls back into the queue.
 """
 
@@ -30,7 +36,16 @@ if TYPE_CHECKING:
 
 
 class ConsumerSet:
-    __slots__ = ("_active", "_levels", "_order", "_priorities", "_priority", "single_active")
+    __slots__ = (
+        "_active",
+        "_counts",
+        "_levels",
+        "_order",
+        "_parked",
+        "_priorities",
+        "_priority",
+        "single_active",
+    )
 
     def __init__(self, *, single_active: bool = False) -> None:
         self.single_active = single_active
@@ -40,6 +55,10 @@ class ConsumerSet:
         self._levels: dict[int, deque[Consumer]] = {}
         self._priorities: list[int] = []
         self._priority: dict[int, int] = {}  # id(consumer) -> priority
+        self._counts: dict[int, int] = {}  # priority -> consumers, parked ones included
+        # id(consumer) -> consumer found not ready, out of its level until unblocked, in
+        # the order they were parked.
+        self._parked: dict[int, Consumer] = {}
         self._active: Consumer | None = None
 
     def __len__(self) -> int:
@@ -69,6 +88,7 @@ class ConsumerSet:
             level = self._levels[priority] = deque()
             bisect.insort(self._priorities, -priority)
         level.append(consumer)
+        self._counts[priority] = self._counts.get(priority, 0) + 1
 
     def remove(self, consumer: Consumer) -> bool:
         """Forget ``consumer``; False if it was not here."""
@@ -77,14 +97,34 @@ class ConsumerSet:
         except ValueError:
             return False
         key = self._priority.pop(id(consumer))
-        level = self._levels[key]
-        level.remove(consumer)
-        if not level:
+        if self._parked.pop(id(consumer), None) is None:
+            self._levels[key].remove(consumer)
+        left = self._counts[key] - 1
+        if left:
+            self._counts[key] = left
+        else:
+            del self._counts[key]
             del self._levels[key]
             self._priorities.remove(-key)
         if self._active is consumer:
             self._active = self._successor()
         return True
+
+    def unblock(self, consumer: Consumer) -> None:
+        """``consumer`` may take deliveries again: back into the round robin if parked."""
+        parked = self._parked.pop(id(consumer), None)
+        if parked is not None:
+            self._levels[self._priority[id(parked)]].append(parked)
+
+    def unblock_all(self) -> None:
+        """Every parked consumer back into the round robin, in the order they were parked."""
+        if not self._parked:
+            return
+        levels = self._levels
+        priority = self._priority
+        for key, consumer in self._parked.items():
+            levels[priority[key]].append(consumer)
+        self._parked.clear()
 
     def _successor(self) -> Consumer | None:
         # Highest priority first; registration order among equals (max() keeps the first).
@@ -98,22 +138,28 @@ class ConsumerSet:
         self._levels.clear()
         self._priorities.clear()
         self._priority.clear()
+        self._counts.clear()
+        self._parked.clear()
         self._active = None
 
     def next_ready(self) -> Consumer | None:
         """The consumer the next message goes to, or None if nobody can take one now.
 
-        Advances the round robin of the chosen consumer's priority level.
+        Advances the round robin of the chosen consumer's priority level; parks the
+        consumers it finds not ready (see the module rules).
         """
         if self.single_active:
             active = self._active
             return active if active is not None and active.ready() else None
         levels = self._levels
+        parked = self._parked
         for neg in self._priorities:
             level = levels[-neg]
-            for _ in range(len(level)):
+            while level:
                 consumer = level[0]
-                level.rotate(-1)
                 if consumer.ready():
+                    level.rotate(-1)
                     return consumer
+                level.popleft()
+                parked[id(consumer)] = consumer
         return None

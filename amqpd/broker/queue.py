@@ -5,6 +5,11 @@ Rules of this module:
   objects) are told about deliveries through the ``Consumer`` protocol and never touch the
   queue's state directly. Which consumer gets the next message (consumer priorities, single
   active consumer) is ``ConsumerSet``'s business (consumers.py).
+- A consumer whose ``ready()`` said no is parked (consumers.py) and not asked again until
+  the queue is told it may be ready: ``unblock(consumer)`` (the session, when it gave that
+  consumer credit back) or ``dispatch(now)``, which re-examines every parked consumer. A
+  publish, a requeue and ``dispatch(now, recheck=False)`` ask only the unparked ones, so
+  their cost does not grow with the number of busy consumers.
 - Every message gets a sequence number on enqueue. Ready messages live in a ready store
   (ready.py): a requeued message goes back to its ORIGINAL position (RabbitMQ since 2.7.0,
   docs "Negative Acknowledgement and Requeuing"), O(log n) per requeue; with
@@ -93,7 +98,11 @@ class Consumer(Protocol):
     priority: int  # the x-priority consume argument (0 without it)
 
     def ready(self) -> bool:
-        """May this consumer take another delivery now (qos credit, flow)?"""
+        """May this consumer take another delivery now (qos credit, flow)?
+
+        Once this says no, the queue does not ask again until ``Queue.unblock`` names the
+        consumer or ``Queue.dispatch`` runs with ``recheck`` (see the module rules).
+        """
         ...
 
     def deliver(self, queue: Queue, entry: QueuedMessage) -> None:
@@ -379,7 +388,7 @@ class Queue:
         if self._time.expiring:
             self._expire_head(now)
         if self._consumers:
-            self.dispatch(now)
+            self.dispatch(now, recheck=False)
         if self._time.expiring:
             self._reschedule()
 
@@ -501,7 +510,7 @@ class Queue:
             self._exclusive_consumer = consumer
         self._consumers.add(consumer, consumer.priority)
         self._had_consumer = True
-        self.dispatch()
+        self.dispatch(recheck=False)  # only the newcomer can change anything
 
     def remove_consumer(self, consumer: Consumer, now: float | None = None) -> None:
         """Detach a consumer (basic.cancel, channel close). Auto-delete when the last goes."""
@@ -526,11 +535,24 @@ class Queue:
         self._time.last_used = now
         self._reschedule()
 
-    def dispatch(self, now: float | None = None) -> None:
-        """Deliver ready messages while some consumer can take one (consumers.py decides)."""
+    def unblock(self, consumer: Consumer) -> None:
+        """``consumer`` may take deliveries again (credit given back, consume-ok sent).
+
+        Delivers nothing by itself: call ``dispatch(now, recheck=False)`` next.
+        """
+        self._consumers.unblock(consumer)
+
+    def dispatch(self, now: float | None = None, *, recheck: bool = True) -> None:
+        """Deliver ready messages while some consumer can take one (consumers.py decides).
+
+        ``recheck`` asks the parked consumers again too (a caller that changed some
+        consumer's readiness without ``unblock``-ing it); ``recheck=False`` only the others.
+        """
         consumers = self._consumers
         if not consumers:
             return
+        if recheck:
+            consumers.unblock_all()
         now = self._clock(now)
         ready = self._ready
         clock = self._time

@@ -675,8 +675,11 @@ class StreamQueue(Queue):
         self._clock(now)
         self._readers.pop(id(consumer), None)
 
-    def dispatch(self, now: float | None = None) -> None:
-        """Every reader with credit reads on until it has none or reaches the end."""
+    def dispatch(self, now: float | None = None, *, recheck: bool = True) -> None:
+        """Every reader with credit reads on until it has none or reaches the end.
+
+        Every reader is asked each time (no parking), so ``recheck`` changes nothing here.
+        """
         if not self._readers:
             return
         self._clock(now)

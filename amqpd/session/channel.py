@@ -165,6 +165,9 @@ class Channel:
             if owner is not None:
                 owner.outstanding -= len(entries)
                 from_consumers += len(entries)
+                # Its credit is back: the queue asks it again (and nobody else, so a settle
+                # does not cost O(busy consumers); broker/consumers.py parks them).
+                queue.unblock(owner)
             if op == "requeue":
                 queue.requeue(entries, now)  # original positions, redelivered; it dispatches
                 continue
@@ -174,18 +177,22 @@ class Channel:
             else:
                 for entry in entries:
                     queue.discard(entry, now)  # dead-lettered (reason rejected) if a DLX is set
-            queue.dispatch(now)
+            queue.dispatch(now, recheck=False)
         if self.limiter.settled(from_consumers):
             # The shared limit was full: every queue this channel consumes from may go on.
             self.dispatch_consumer_queues()
 
     def dispatch_consumer_queues(self) -> None:
+        """The shared limit opened or changed: every consumer of this channel may go on."""
+        consumers = list(self.consumers.values())
+        for c in consumers:
+            c.queue.unblock(c)
         seen: set[int] = set()
-        for c in list(self.consumers.values()):
+        for c in consumers:
             q = c.queue
             if id(q) not in seen:
                 seen.add(id(q))
-                q.dispatch(self.now)
+                q.dispatch(self.now, recheck=False)
 
     def _requeue(self, records: list[Unacked]) -> None:
         """Channel close: each queue takes back all of this channel's deliveries at once

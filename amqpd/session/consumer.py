@@ -183,7 +183,8 @@ def basic_consume(ch: Channel, cmd: Command) -> None:
     if not m.no_wait:
         ch.send_method(BasicConsumeOk(consumer_tag=consumer.tag))
     consumer.active = True
-    queue.dispatch(ch.now)
+    queue.unblock(consumer)  # parked if a dispatch met it before it was active
+    queue.dispatch(ch.now, recheck=False)
 
 
 def basic_cancel(ch: Channel, cmd: Command) -> None:

@@ -14,12 +14,15 @@ Rules of this module (RabbitMQ ``rabbit_channel``: ``unacked_message_q``, ``coll
   * anything else: 406 PRECONDITION_FAILED "unknown delivery tag N" (this covers a double ack
     and a tag from another channel, reference 2.6).
 - Records come back oldest first (ascending tag), the order RabbitMQ settles acks in.
-- The records are kept in a dict in ascending tag order, so a single ack is O(1) and a
-  multiple ack is O(number acked).
+- The records are kept in an OrderedDict in ascending tag order, so a single ack is O(1)
+  and a multiple ack is O(number acked). Not a plain dict: iterating a dict walks the
+  slots of the records already removed from its front until the next resize, which made
+  each multiple ack O(number acked since then) (benchmarks/scaling.py "unacked").
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -52,7 +55,7 @@ class UnackedTracker:
     __slots__ = ("_records",)
 
     def __init__(self) -> None:
-        self._records: dict[int, Unacked] = {}
+        self._records: OrderedDict[int, Unacked] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._records)
@@ -80,13 +83,13 @@ class UnackedTracker:
         if tag not in records:
             raise PreconditionFailed(f"unknown delivery tag {tag}")
         collected: list[Unacked] = []
-        for key in records:
-            if key > tag:
-                break
-            collected.append(records[key])
-        for record in collected:
-            del records[record.tag]
-        return collected
+        while True:
+            # The oldest record first (O(1) in an OrderedDict); ``tag`` is outstanding, so
+            # this stops at it.
+            key, record = records.popitem(last=False)
+            collected.append(record)
+            if key == tag:
+                return collected
 
     def pop_all(self) -> list[Unacked]:
         """Remove and return every record, oldest first (recover, channel close)."""
@@ -103,4 +106,4 @@ class UnackedTracker:
         merged = list(self._records.values())
         merged.extend(records)
         merged.sort(key=lambda r: r.tag)
-        self._records = {r.tag: r for r in merged}
+        self._records = OrderedDict((r.tag, r) for r in merged)

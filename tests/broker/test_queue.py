@@ -132,6 +132,7 @@ def test_requeue_redelivers_in_order(msg: Any, consumer_factory: Any) -> None:
     fill(q, msg, 5)
     first = list(c.delivered)
     c.credit = 10
+    q.unblock(c)  # as the session does when a settlement gives credit back
     c.delivered.clear()
     q.requeue(reversed(first))  # the order of the requeue call does not matter
     assert c.bodies() == [b"0", b"1", b"2", b"3", b"4"]

@@ -107,6 +107,7 @@ def test_requeue_that_overflows_drops_before_delivering(consumer_factory: Any) -
     q.enqueue(Message("", "q", b"", b"m1"))
     [m0] = c.delivered
     c.credit = 1  # the nack gives the credit back before the queue acts
+    q.unblock(c)
     q.requeue([m0])
     assert dropped == [b"m0"] and c.bodies() == [b"m0", b"m1"]
     assert not c.delivered[1].redelivered
