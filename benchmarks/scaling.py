@@ -71,8 +71,13 @@ class Client:
         self.call(
             channel,
             M.QueueDeclare(
-                queue=queue, passive=False, durable=False, exclusive=False,
-                auto_delete=False, no_wait=False, arguments=arguments,
+                queue=queue,
+                passive=False,
+                durable=False,
+                exclusive=False,
+                auto_delete=False,
+                no_wait=False,
+                arguments=arguments,
             ),
         )
 
@@ -80,31 +85,53 @@ class Client:
         self.call(
             1,
             M.ExchangeDeclare(
-                exchange=name, type=type_, passive=False, durable=False, auto_delete=False,
-                internal=False, no_wait=False, arguments={},
+                exchange=name,
+                type=type_,
+                passive=False,
+                durable=False,
+                auto_delete=False,
+                internal=False,
+                no_wait=False,
+                arguments={},
             ),
         )
 
-    def bind(self, queue: str, exchange: str, key: str, arguments: dict[str, Any] | None = None) -> None:
+    def bind(
+        self, queue: str, exchange: str, key: str, arguments: dict[str, Any] | None = None
+    ) -> None:
         self.call(
             1,
             M.QueueBind(
-                queue=queue, exchange=exchange, routing_key=key, no_wait=False,
+                queue=queue,
+                exchange=exchange,
+                routing_key=key,
+                no_wait=False,
                 arguments=arguments or {},
             ),
         )
 
     def consume(
-        self, queue: str, *, no_ack: bool, channel: int = 1, tag: str = "",
-        prefetch: int = 0, arguments: dict[str, Any] | None = None,
+        self,
+        queue: str,
+        *,
+        no_ack: bool,
+        channel: int = 1,
+        tag: str = "",
+        prefetch: int = 0,
+        arguments: dict[str, Any] | None = None,
     ) -> None:
         if prefetch:
             self.call(channel, M.BasicQos(prefetch_size=0, prefetch_count=prefetch, global_=False))
         self.call(
             channel,
             M.BasicConsume(
-                queue=queue, consumer_tag=tag, no_local=False, no_ack=no_ack,
-                exclusive=False, no_wait=False, arguments=arguments or {},
+                queue=queue,
+                consumer_tag=tag,
+                no_local=False,
+                no_ack=no_ack,
+                exclusive=False,
+                no_wait=False,
+                arguments=arguments or {},
             ),
         )
 
@@ -113,7 +140,8 @@ def publish_frames(
     n: int, exchange: str = "", key: str = "q", props: bytes = NO_PROPS, channel: int = 1
 ) -> list[bytes]:
     one = encode_method_frame(
-        channel, M.BasicPublish(exchange=exchange, routing_key=key, mandatory=False, immediate=False)
+        channel,
+        M.BasicPublish(exchange=exchange, routing_key=key, mandatory=False, immediate=False),
     ) + encode_content(channel, props, BODY, 131072)
     return chunked(one * n)
 
@@ -125,7 +153,8 @@ def chunked(stream: bytes) -> list[bytes]:
 def ack_frames(tags: Iterable[int], multiple: bool, channel: int = 1) -> list[bytes]:
     return chunked(
         b"".join(
-            encode_method_frame(channel, M.BasicAck(delivery_tag=t, multiple=multiple)) for t in tags
+            encode_method_frame(channel, M.BasicAck(delivery_tag=t, multiple=multiple))
+            for t in tags
         )
     )
 
@@ -138,6 +167,59 @@ def cpu(fn: Callable[[], None]) -> float:
 
 def queue_of(broker: Broker, name: str) -> Any:
     return broker.vhosts["/"].queues[name]
+
+
+def feeding(
+    client: Client,
+    chunks: list[bytes],
+    drain: Client | None = None,
+    after: Callable[[], None] | None = None,
+) -> Callable[[], None]:
+    """Feed ``chunks`` to ``client``; after each, drain ``drain``'s output and run ``after``."""
+
+    def run() -> None:
+        for chunk in chunks:
+            client.feed(chunk)
+            if drain is not None:
+                drain.conn.data_to_send()
+            if after is not None:
+                after()
+
+    return run
+
+
+def keeping_up(c: Client, q: Any) -> Callable[[], None]:
+    """A consumer acking (multiple) the newest delivery until nothing more arrives."""
+    acked = 0
+
+    def run() -> None:
+        nonlocal acked
+        while True:
+            delivered = q.statistics().delivered
+            if delivered == acked:
+                return
+            acked = delivered
+            c.feed(encode_method_frame(1, M.BasicAck(delivery_tag=delivered, multiple=True)))
+
+    return run
+
+
+def acking_each(c: Client, q: Any, total: int) -> Callable[[], None]:
+    """Workers acking every delivery one by one until ``total`` are acked."""
+
+    def run() -> None:
+        acked = 0
+        while acked < total:
+            delivered = q.statistics().delivered
+            c.feed(
+                b"".join(
+                    encode_method_frame(1, M.BasicAck(delivery_tag=t, multiple=False))
+                    for t in range(acked + 1, delivered + 1)
+                )
+            )
+            acked = delivered
+
+    return run
 
 
 # -- the cases: each returns {label: µs per message} for one run at one size -----------------
@@ -176,41 +258,26 @@ def case_queue_length(n: int) -> Result:
     out["backlog: drain, autoack"] = t_drain
     out["backlog: publish + drain autoack"] = t_pub + t_drain
     # Manual acks, prefetch 1000, one multiple ack per batch received: live vs backlog.
-    for label, backlog in (("live consumer, manual ack", False), ("backlog: drain, manual ack", True)):
-        b = Broker()
-        p, c = Client(b), Client(b)
-        p.declare("q")
-        q = queue_of(b, "q")
-        acked = 0
+    b = Broker()
+    p, c = Client(b), Client(b)
+    p.declare("q")
+    q = queue_of(b, "q")
+    c.consume("q", no_ack=False, prefetch=1000)
+    out["live consumer, manual ack"] = cpu(feeding(p, chunks, c, keeping_up(c, q)))
+    assert q.statistics().acked == n
+    b = Broker()
+    p, c = Client(b), Client(b)
+    p.declare("q")
+    q = queue_of(b, "q")
+    feeding(p, chunks)()
+    drain = keeping_up(c, q)
 
-        def keep_up() -> None:
-            nonlocal acked
-            while True:
-                delivered = q.statistics().delivered
-                if delivered == acked:
-                    return
-                acked = delivered
-                c.feed(encode_method_frame(1, M.BasicAck(delivery_tag=delivered, multiple=True)))
+    def consume_and_drain() -> None:
+        c.consume("q", no_ack=False, prefetch=1000)
+        drain()
 
-        if backlog:
-            publish()
-
-            def drain() -> None:
-                c.consume("q", no_ack=False, prefetch=1000)
-                keep_up()
-
-            out[label] = cpu(drain)
-        else:
-            c.consume("q", no_ack=False, prefetch=1000)
-
-            def live_acked() -> None:
-                for chunk in chunks:
-                    p.feed(chunk)
-                    c.conn.data_to_send()
-                    keep_up()
-
-            out[label] = cpu(live_acked)
-        assert q.statistics().acked == n, (q.statistics(), n)
+    out["backlog: drain, manual ack"] = cpu(consume_and_drain)
+    assert q.statistics().acked == n
     return out
 
 
@@ -226,14 +293,7 @@ def case_unacked(n: int) -> Result:
         p, c = Client(b), Client(b)
         p.declare("q")
         c.consume("q", no_ack=False)  # prefetch 0: unlimited
-        chunks = publish_frames(n)
-
-        def publish() -> None:
-            for chunk in chunks:
-                p.feed(chunk)
-                c.conn.data_to_send()
-
-        t_pub = cpu(publish)
+        t_pub = cpu(feeding(p, publish_frames(n), c))
         if label == "ack one by one":
             out["publish with n unacked (prefetch 0)"] = t_pub
         q = queue_of(b, "q")
@@ -244,13 +304,7 @@ def case_unacked(n: int) -> Result:
             order = range(n, 0, -1)
         else:
             order = [n]
-        acks = ack_frames(order, multiple)
-
-        def ack() -> None:
-            for chunk in acks:
-                c.feed(chunk)
-
-        out[label] = cpu(ack)
+        out[label] = cpu(feeding(c, ack_frames(order, multiple)))
         assert q.unacked_count == 0 and q.statistics().acked == n
     return out
 
@@ -264,8 +318,13 @@ def case_queues(n: int, messages: int) -> Result:
             encode_method_frame(
                 1,
                 M.QueueDeclare(
-                    queue=f"queue.{i}", passive=False, durable=False, exclusive=False,
-                    auto_delete=False, no_wait=False, arguments={},
+                    queue=f"queue.{i}",
+                    passive=False,
+                    durable=False,
+                    exclusive=False,
+                    auto_delete=False,
+                    no_wait=False,
+                    arguments={},
                 ),
             )
             for i in range(n)
@@ -293,7 +352,10 @@ def case_queues(n: int, messages: int) -> Result:
     rr = chunked(
         b"".join(
             encode_method_frame(
-                1, M.BasicPublish(exchange="", routing_key=f"queue.{i % n}", mandatory=False, immediate=False)
+                1,
+                M.BasicPublish(
+                    exchange="", routing_key=f"queue.{i % n}", mandatory=False, immediate=False
+                ),
             )
             + encode_content(1, NO_PROPS, BODY, 131072)
             for i in range(messages)
@@ -306,30 +368,43 @@ def case_queues(n: int, messages: int) -> Result:
             c.conn.data_to_send()
 
     out["publish round robin to all, each consumed"] = cpu(spread)
+    deletes = chunked(
+        b"".join(
+            encode_method_frame(
+                1, M.QueueDelete(queue=f"queue.{i}", if_unused=False, if_empty=False, no_wait=False)
+            )
+            for i in range(n)
+        )
+    )
+    out["queue.delete (per queue)"] = cpu(feeding(p, deletes)) * messages / n
+    assert not b.vhosts["/"].queues
     return out
 
 
 def case_bindings(n: int, messages: int) -> Result:
     out: Result = {}
 
-    def run(label: str, setup: Callable[[Client], None], exchange: str, key: str,
-            props: bytes = NO_PROPS, consumers: Iterable[str] = ("target",)) -> None:
+    def run(
+        label: str,
+        setup: Callable[[Client], None],
+        exchange: str,
+        key: str,
+        props: bytes = NO_PROPS,
+        consumers: Iterable[str] = ("target",),
+        bind_cost: bool = True,
+    ) -> None:
         b = Broker()
         p, c = Client(b), Client(b)
         p.declare("target")
         p.declare("sink")
-        setup(p)
+        seconds = cpu(lambda: setup(p))
+        if bind_cost:
+            out[f"{label.split(',')[0]}: queue.bind (per binding)"] = seconds * messages / n
         names = list(consumers)
         for name in names:
             c.consume(name, no_ack=True)
         chunks = publish_frames(messages, exchange=exchange, key=key, props=props)
-
-        def live() -> None:
-            for chunk in chunks:
-                p.feed(chunk)
-                c.conn.data_to_send()
-
-        out[label] = cpu(live)
+        out[label] = cpu(feeding(p, chunks, c))
         for name in names:
             assert queue_of(b, name).statistics().delivered == messages, label
 
@@ -339,7 +414,7 @@ def case_bindings(n: int, messages: int) -> Result:
         for i in range(n):
             p.bind("sink", "dx", f"order.{i}")
 
-    run(f"direct, n other keys", direct, "dx", "order.target")
+    run("direct, n other keys", direct, "dx", "order.target")
 
     def topic(p: Client) -> None:
         p.exchange("tx", "topic")
@@ -377,13 +452,39 @@ def case_bindings(n: int, messages: int) -> Result:
             p.call(
                 1,
                 M.ExchangeBind(
-                    destination="other2", source="other", routing_key=f"e{i}", no_wait=False,
+                    destination="other2",
+                    source="other",
+                    routing_key=f"e{i}",
+                    no_wait=False,
                     arguments={},
                 ),
             )
 
-    run("fanout to 4 queues, n bindings elsewhere", fanout, "fx", "", consumers=fan)
+    run(
+        "fanout to 4 queues, n bindings elsewhere",
+        fanout,
+        "fx",
+        "",
+        consumers=fan,
+        bind_cost=False,
+    )
     return out
+
+
+def consumers_on_one_queue(
+    n: int, *, priorities: bool, no_ack: bool, prefetch: int
+) -> tuple[Client, Client, Any]:
+    """A producer, and a client with n consumers on queue "q" (x-priority i % 10)."""
+    b = Broker()
+    p, c = Client(b), Client(b)
+    p.declare("q")
+    if prefetch:
+        # basic.qos(global=false) applies to every consumer created after it.
+        c.call(1, M.BasicQos(prefetch_size=0, prefetch_count=prefetch, global_=False))
+    for i in range(n):
+        args = {"x-priority": i % 10} if priorities else {}
+        c.consume("q", no_ack=no_ack, tag=f"c{i}", arguments=args)
+    return p, c, queue_of(b, "q")
 
 
 def case_consumers(n: int, messages: int) -> Result:
@@ -391,56 +492,44 @@ def case_consumers(n: int, messages: int) -> Result:
     chunks = publish_frames(messages)
     for prio in (False, True):
         name = "priorities 0-9" if prio else "round robin"
-
-        def setup(no_ack: bool, prefetch: int) -> tuple[Client, Client, Any]:
-            b = Broker()
-            p, c = Client(b), Client(b)
-            p.declare("q")
-            if prefetch:
-                # basic.qos(global=false) applies to every consumer created after it.
-                c.call(1, M.BasicQos(prefetch_size=0, prefetch_count=prefetch, global_=False))
-            for i in range(n):
-                args = {"x-priority": i % 10} if prio else {}
-                c.consume("q", no_ack=no_ack, tag=f"c{i}", arguments=args)
-            return p, c, queue_of(b, "q")
-
-        p, c, q = setup(True, 0)
-
-        def live() -> None:
-            for chunk in chunks:
-                p.feed(chunk)
-                c.conn.data_to_send()
-
-        out[f"{name}, autoack"] = cpu(live)
+        p, c, q = consumers_on_one_queue(n, priorities=prio, no_ack=True, prefetch=0)
+        out[f"{name}, autoack"] = cpu(feeding(p, chunks, c))
         assert q.statistics().delivered == messages
+        if not prio:
+            # basic.consume then basic.cancel of n more consumers (per consumer, oldest
+            # first), beside the n already there.
+            more = [f"more{i}" for i in range(n)]
+            consumes = b"".join(
+                encode_method_frame(
+                    1,
+                    M.BasicConsume(
+                        queue="q",
+                        consumer_tag=t,
+                        no_local=False,
+                        no_ack=True,
+                        exclusive=False,
+                        no_wait=False,
+                        arguments={},
+                    ),
+                )
+                for t in more
+            )
+            cancels = b"".join(
+                encode_method_frame(1, M.BasicCancel(consumer_tag=t, no_wait=False)) for t in more
+            )
+            seconds = cpu(feeding(c, chunked(consumes) + chunked(cancels)))
+            out["basic.consume + basic.cancel (per consumer)"] = seconds * messages / n
+            assert q.consumer_count == n
         # Workers with prefetch 1: every one busy, then a backlog published, then drained
         # by acking one delivery at a time (each ack frees one worker for the next).
-        p, c, q = setup(False, 1)
-        for chunk in publish_frames(n):
-            p.feed(chunk)
-        c.conn.data_to_send()
+        p, c, q = consumers_on_one_queue(n, priorities=prio, no_ack=False, prefetch=1)
+        feeding(p, publish_frames(n), c)()
         assert q.unacked_count == n
-
-        def backlog() -> None:
-            for chunk in chunks:
-                p.feed(chunk)
-
-        out[f"{name}, prefetch 1, all busy: publish"] = cpu(backlog)
+        out[f"{name}, prefetch 1, all busy: publish"] = cpu(feeding(p, chunks))
         total = n + messages
-
-        def drain() -> None:
-            acked = 0
-            while acked < total:
-                delivered = q.statistics().delivered
-                c.feed(
-                    b"".join(
-                        encode_method_frame(1, M.BasicAck(delivery_tag=t, multiple=False))
-                        for t in range(acked + 1, delivered + 1)
-                    )
-                )
-                acked = delivered
-
-        out[f"{name}, prefetch 1: ack one by one, each frees a worker"] = cpu(drain)
+        out[f"{name}, prefetch 1: ack one by one, each frees a worker"] = cpu(
+            acking_each(c, q, total)
+        )
         assert q.statistics().acked == total and q.message_count == 0
     return out
 
@@ -449,8 +538,18 @@ def case_channels(n: int, messages: int) -> Result:
     out: Result = {}
     b = Broker()
     # n idle connections, each with one channel, and one connection with n channels.
-    idle = [Client(b) for _ in range(n)]
-    wide = Client(b, channels=min(n, 2047))
+    idle: list[Client] = []
+
+    def connect() -> None:
+        for _ in range(n):
+            idle.append(Client(b))
+
+    out["connection + channel open (per connection)"] = cpu(connect) * messages / n
+    k = min(n, 2047)
+    wide = Client(b, channels=0)
+    opens = chunked(b"".join(encode_method_frame(i, M.ChannelOpen()) for i in range(1, k + 1)))
+    out["channel.open (per channel, one connection)"] = cpu(feeding(wide, opens)) * messages / k
+    assert len(wide.conn.channels) == k
     for i in range(min(n, 100)):
         # Some of the idle channels consume from queues of their own.
         idle[i].declare(f"idle.{i}")
@@ -458,38 +557,28 @@ def case_channels(n: int, messages: int) -> Result:
     p, c = Client(b), Client(b)
     p.declare("q")
     c.consume("q", no_ack=True)
-    chunks = publish_frames(messages)
-
-    def live() -> None:
-        for chunk in chunks:
-            p.feed(chunk)
-            c.conn.data_to_send()
-
-    out["one pair, n idle connections + n channels"] = cpu(live)
+    out["one pair, n idle connections + n channels"] = cpu(feeding(p, publish_frames(messages), c))
     assert queue_of(b, "q").statistics().delivered == messages
     # The publisher and consumer on channel n of connections with n channels open.
     b = Broker()
-    k = min(n, 2047)
     p, c = Client(b, channels=k), Client(b, channels=k)
     p.declare("q", channel=k)
     c.consume("q", no_ack=True, channel=k)
     chunks = publish_frames(messages, channel=k)
-
-    def live_wide() -> None:
-        for chunk in chunks:
-            p.feed(chunk)
-            c.conn.data_to_send()
-
-    out["pair on the last of n channels"] = cpu(live_wide)
+    out["pair on the last of n channels"] = cpu(feeding(p, chunks, c))
     assert queue_of(b, "q").statistics().delivered == messages
-    del idle, wide
     return out
 
 
 # -- driver ---------------------------------------------------------------------------------
 DIMENSIONS: dict[str, tuple[str, list[int], Callable[[int, int], Result], int]] = {
     # name: (what n is, sizes, case(n, messages), messages per run; 0 = n itself)
-    "queue_length": ("messages queued", [1_000, 10_000, 100_000], lambda n, m: case_queue_length(n), 0),
+    "queue_length": (
+        "messages queued",
+        [1_000, 10_000, 100_000],
+        lambda n, m: case_queue_length(n),
+        0,
+    ),
     "unacked": ("deliveries unacked", [1_000, 10_000, 100_000], lambda n, m: case_unacked(n), 0),
     "queues": ("queues in the vhost", [100, 1_000, 10_000], case_queues, 20_000),
     "bindings": ("bindings", [100, 1_000, 10_000], case_bindings, 10_000),
