@@ -27,7 +27,7 @@ Rules of this module (RabbitMQ ``rabbit_queue_consumers.erl``; docs "Consumer Pr
 from __future__ import annotations
 
 import bisect
-from collections import deque
+from collections import OrderedDict
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -50,9 +50,11 @@ class ConsumerSet:
     def __init__(self, *, single_active: bool = False) -> None:
         self.single_active = single_active
         # Registration order: what `consumers` reports and where SAC picks the active one.
-        self._order: list[Consumer] = []
-        # priority -> round-robin deque; priorities kept sorted, highest first (negated).
-        self._levels: dict[int, deque[Consumer]] = {}
+        # Keyed by id(consumer) (as every table here), so a cancel is O(1), not O(consumers).
+        self._order: dict[int, Consumer] = {}
+        # priority -> its round robin, head first (OrderedDict: O(1) rotate and removal
+        # anywhere); priorities kept sorted, highest first (negated).
+        self._levels: dict[int, OrderedDict[int, Consumer]] = {}
         self._priorities: list[int] = []
         self._priority: dict[int, int] = {}  # id(consumer) -> priority
         self._counts: dict[int, int] = {}  # priority -> consumers, parked ones included
@@ -68,10 +70,10 @@ class ConsumerSet:
         return bool(self._order)
 
     def __iter__(self) -> Iterator[Consumer]:
-        return iter(self._order)
+        return iter(self._order.values())
 
     def __contains__(self, consumer: object) -> bool:
-        return consumer in self._order
+        return self._order.get(id(consumer)) is consumer
 
     @property
     def active(self) -> Consumer | None:
@@ -79,26 +81,26 @@ class ConsumerSet:
         return self._active
 
     def add(self, consumer: Consumer, priority: int = 0) -> None:
-        self._order.append(consumer)
-        self._priority[id(consumer)] = priority
+        key = id(consumer)
+        self._order[key] = consumer
+        self._priority[key] = priority
         if self.single_active and self._active is None:
             self._active = consumer
         level = self._levels.get(priority)
         if level is None:
-            level = self._levels[priority] = deque()
+            level = self._levels[priority] = OrderedDict()
             bisect.insort(self._priorities, -priority)
-        level.append(consumer)
+        level[key] = consumer
         self._counts[priority] = self._counts.get(priority, 0) + 1
 
     def remove(self, consumer: Consumer) -> bool:
         """Forget ``consumer``; False if it was not here."""
-        try:
-            self._order.remove(consumer)
-        except ValueError:
+        if self._order.get(id(consumer)) is not consumer:
             return False
+        del self._order[id(consumer)]
         key = self._priority.pop(id(consumer))
         if self._parked.pop(id(consumer), None) is None:
-            self._levels[key].remove(consumer)
+            del self._levels[key][id(consumer)]
         left = self._counts[key] - 1
         if left:
             self._counts[key] = left
@@ -112,9 +114,10 @@ class ConsumerSet:
 
     def unblock(self, consumer: Consumer) -> None:
         """``consumer`` may take deliveries again: back into the round robin if parked."""
-        parked = self._parked.pop(id(consumer), None)
+        key = id(consumer)
+        parked = self._parked.pop(key, None)
         if parked is not None:
-            self._levels[self._priority[id(parked)]].append(parked)
+            self._levels[self._priority[key]][key] = parked
 
     def unblock_all(self) -> None:
         """Every parked consumer back into the round robin, in the order they were parked."""
@@ -123,7 +126,7 @@ class ConsumerSet:
         levels = self._levels
         priority = self._priority
         for key, consumer in self._parked.items():
-            levels[priority[key]].append(consumer)
+            levels[priority[key]][key] = consumer
         self._parked.clear()
 
     def _successor(self) -> Consumer | None:
@@ -131,7 +134,7 @@ class ConsumerSet:
         if not self._order:
             return None
         priority = self._priority
-        return max(self._order, key=lambda c: priority[id(c)])
+        return max(self._order.values(), key=lambda c: priority[id(c)])
 
     def clear(self) -> None:
         self._order.clear()
@@ -156,10 +159,11 @@ class ConsumerSet:
         for neg in self._priorities:
             level = levels[-neg]
             while level:
-                consumer = level[0]
+                key = next(iter(level))
+                consumer = level[key]
                 if consumer.ready():
-                    level.rotate(-1)
+                    level.move_to_end(key)  # the round robin moves on
                     return consumer
-                level.popleft()
-                parked[id(consumer)] = consumer
+                del level[key]
+                parked[key] = consumer
         return None
