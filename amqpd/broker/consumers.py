@@ -21,6 +21,8 @@ Rules of this module (RabbitMQ ``rabbit_queue_consumers.erl``; docs "Consumer Pr
   of its level (RabbitMQ moves a blocked consumer back to the end of its priority queue,
   ``rabbit_queue_consumers:unblock``) when the queue is told it may take deliveries again:
   ``unblock(consumer)``, or ``unblock_all()`` for a caller that does not know which.
+- Every table is keyed by ``id(consumer)`` (each level's round robin an OrderedDict), so
+  adding, cancelling, parking and unblocking a consumer are O(1) whatever their number.
 - Pure bookkeeping: never delivers, never calls back into the queue.
 """
 
