@@ -2,11 +2,15 @@
 
 Rules of this module (docs/storage.md):
 - ``open(files)`` recovers: reads the segments (recovery.py, cutting a damaged tail),
-  replays every record through the catalog, reclaims segments that hold only dead records,
-  and keeps the ``RecoveryReport``. The broker then rebuilds itself from ``catalog``
-  (broker/restore.py) and calls ``replay_done()``.
-- Every ``DurableLog`` call appends one record (buffered) and applies it to the catalog;
-  ``on_sync_needed`` fires when the buffer goes from empty to non-empty, so the server's
+  streams every record through the catalog (which keeps ids and record locations, not
+  content), reclaims segments that hold only dead records, and keeps the
+  ``RecoveryReport``. The broker then rebuilds itself from ``catalog`` and
+  ``recovered_messages`` (each live message's record read back, not its body;
+  broker/restore.py) and calls ``replay_done()``.
+- Every ``DurableLog`` call appends one record (buffered) and tells the catalog; message
+  removals and delivered markers come with the segments of the messages' records (the
+  broker's ``Message.store_segment``), which is all the catalog counts. ``on_sync_needed``
+  fires when the buffer goes from empty to non-empty, so the server's
   persister knows to commit.
 - Commit is the segment log's three steps (log.py); ``complete_commit`` returns the
   ``after_commit`` callbacks now due, in the order they were registered, for the caller to
@@ -15,14 +19,14 @@ Rules of this module (docs/storage.md):
 
 from __future__ import annotations
 
+import struct
+import zlib
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, NamedTuple
 
-import attrs
-
-from amqpd.storage.bodies import BodyReader, location
-from amqpd.storage.catalog import Catalog
+from amqpd.storage.bodies import BodyReader, file_of, location
+from amqpd.storage.catalog import Catalog, PublishedAt, ReplayLiveness
 from amqpd.storage.durable import CommitCallback, DurableLog, run_callbacks
 from amqpd.storage.entries import (
     BindingAdded,
@@ -40,25 +44,75 @@ from amqpd.storage.entries import (
 )
 from amqpd.storage.files import FileLayer
 from amqpd.storage.log import DEFAULT_SEGMENT_SIZE, Batch, Position, SegmentLog
+from amqpd.storage.record import HEADER as RECORD_HEADER
 from amqpd.storage.record import HEADER_SIZE as RECORD_HEADER_SIZE
 from amqpd.storage.record import Record
 from amqpd.storage.recovery import RecoveryReport, recover_log
 from amqpd.storage.segment import segment_name
 
 Callback = Callable[[], None]
+_U16 = struct.Struct("<H")
+_U32 = struct.Struct("<I")
+_U64 = struct.Struct("<Q")
+_PUBLISHED = MessagePublished.KIND
+# Restore reads the records of a backlog in log order: big windows, few preads.
+RESTORE_READ_AHEAD = 1024 * 1024
+_CACHE_LIMIT = 4096  # distinct exchange names, routing keys, properties shared at restore
 
 
-def _decode(record: Record) -> Entry:
+def _decode(record: Record) -> Entry | PublishedAt:
+    if record.kind == _PUBLISHED:
+        return _published_at(record.payload)
     return decode_entry(record.kind, record.payload)
 
 
-def _locate(entry: Entry, record: Record, segment: int, offset: int) -> Entry:
-    """Recovery keeps where a message's body is, not the body (docs/storage.md "Paging")."""
-    if type(entry) is not MessagePublished or not entry.body:
+def _published_at(payload: bytes) -> PublishedAt:
+    """Replay's view of a ``MessagePublished`` payload: id, vhost and queues decoded, the
+    rest (exchange, routing key, properties, body) only checked to fill the payload
+    exactly, as ``decode_entry`` would; restore reads it back (``recovered_messages``)."""
+    try:
+        (msg_id,) = _U64.unpack_from(payload, 0)
+        (n,) = _U16.unpack_from(payload, 8)
+        pos = 10 + n
+        vhost = payload[10:pos].decode("utf-8", "surrogatepass")
+        (count,) = _U16.unpack_from(payload, pos)
+        pos += 2
+        queues = []
+        for _ in range(count):
+            (n,) = _U16.unpack_from(payload, pos)
+            queues.append(payload[pos + 2 : pos + 2 + n].decode("utf-8", "surrogatepass"))
+            pos += 2 + n
+        pos += 2 + _U16.unpack_from(payload, pos)[0]  # exchange
+        pos += 2 + _U16.unpack_from(payload, pos)[0]  # routing key
+        pos += 4 + _U32.unpack_from(payload, pos)[0]  # properties
+        pos += 4 + _U32.unpack_from(payload, pos)[0]  # body
+    except struct.error as exc:
+        raise ValueError(f"record payload too short: {exc}") from None
+    if pos != len(payload):
+        raise ValueError("bad message record payload")
+    return PublishedAt(msg_id, vhost, tuple(queues), -1, RECORD_HEADER_SIZE + len(payload))
+
+
+def _locate(
+    entry: Entry | PublishedAt, record: Record, segment: int, offset: int
+) -> Entry | PublishedAt:
+    """Replay keeps where a message's record is, not its content (docs/storage.md)."""
+    if type(entry) is not PublishedAt:
         return entry
-    size = len(entry.body)
-    start = offset + RECORD_HEADER_SIZE + len(record.payload) - size
-    return attrs.evolve(entry, body=b"", body_at=location(segment, start), body_size=size)
+    return PublishedAt(entry.id, entry.vhost, entry.queues, location(segment, offset), entry.size)
+
+
+class RecoveredMessage(NamedTuple):
+    """A live message of a recovered queue, read back from its record (not its body)."""
+
+    id: int
+    segment: int
+    exchange: str
+    routing_key: str
+    properties_raw: bytes
+    body_at: int  # location of the body in the log (also for an empty body)
+    body_size: int
+    delivered: bool  # the log says it was delivered from this queue
 
 
 class DiskDurableLog(DurableLog):
@@ -79,7 +133,11 @@ class DiskDurableLog(DurableLog):
 
     @classmethod
     def open(cls, files: FileLayer, *, segment_size: int = DEFAULT_SEGMENT_SIZE) -> DiskDurableLog:
-        recovered = recover_log(files, _decode, _locate)
+        # Replay streams the records into the catalog one segment at a time; liveness is
+        # gathered until the segment log exists (it needs to know which segments survived).
+        replay = ReplayLiveness()
+        catalog = Catalog(replay, replaying=True)
+        recovered = recover_log(files, _decode, _locate, catalog.apply)
         log = SegmentLog(
             files,
             existing=recovered.segments,
@@ -87,27 +145,100 @@ class DiskDurableLog(DurableLog):
             previous=recovered.last,
             segment_size=segment_size,
         )
-        catalog = Catalog(log, keep_content=True)
-        for segment, entry in recovered.records:
-            catalog.apply(entry, segment)
+        replay.transfer(log)
+        catalog.end_replay(log)
         report = recovered.report
         report.clean_shutdown = catalog.clean_shutdown
         report.exchanges = len(catalog.exchanges)
         report.queues = len(catalog.queues)
         report.bindings = len(catalog.bindings)
-        report.messages = len(catalog.messages)
-        log.commit()  # nothing to write; applies what replay released and reclaims
+        report.messages = catalog.message_count()
+        log.reclaim()  # the segments that hold only dead records
         return cls(log, catalog, report)
 
+    def recovered_messages(self, vhost: str, queue: str) -> Iterator[RecoveredMessage]:
+        """The live messages replay found in ``queue``, in log (= queue) order, each read
+        back from its record: one sequential pass over the segments with read-ahead,
+        holding one window at a time. Until ``replay_done``."""
+        stored = self.catalog.queues.get((vhost, queue))
+        replayed = stored.replayed if stored is not None else None
+        if replayed is None or not len(replayed):
+            return
+        reader = BodyReader(self.log.files, segment_name, read_ahead=RESTORE_READ_AHEAD)
+        # Backlogs repeat a few exchange names, routing keys and property sets: one object
+        # each instead of one per message.
+        strings: dict[bytes, str] = {}
+        properties: dict[bytes, bytes] = {}
+        try:
+            entries = iter(replayed)
+            current = next(entries, None)
+            while current is not None:
+                msg_id, where, size, delivered = current
+                following = next(entries, None)
+                ahead = following is not None and following[1] - where < RESTORE_READ_AHEAD
+                data = reader.read(where, size, ahead=ahead)
+                length, crc, kind = RECORD_HEADER.unpack_from(data)
+                if (
+                    kind != _PUBLISHED
+                    or length + RECORD_HEADER_SIZE != size
+                    or zlib.crc32(data[RECORD_HEADER_SIZE:], zlib.crc32(data[:4] + data[8:9]))
+                    != crc
+                    or _U64.unpack_from(data, RECORD_HEADER_SIZE)[0] != msg_id
+                ):
+                    raise OSError(f"message record {msg_id} changed on disk since replay")
+                pos = RECORD_HEADER_SIZE + 8
+                pos += 2 + _U16.unpack_from(data, pos)[0]  # vhost
+                (count,) = _U16.unpack_from(data, pos)
+                pos += 2
+                for _ in range(count):
+                    pos += 2 + _U16.unpack_from(data, pos)[0]
+                names: list[str] = []
+                for _ in range(2):  # exchange, routing key
+                    (n,) = _U16.unpack_from(data, pos)
+                    raw = data[pos + 2 : pos + 2 + n]
+                    pos += 2 + n
+                    name = strings.get(raw)
+                    if name is None:
+                        if len(strings) >= _CACHE_LIMIT:
+                            strings.clear()
+                        name = strings[raw] = raw.decode("utf-8", "surrogatepass")
+                    names.append(name)
+                (n,) = _U32.unpack_from(data, pos)
+                raw = data[pos + 4 : pos + 4 + n]
+                pos += 4 + n
+                props = properties.get(raw)
+                if props is None:
+                    if len(properties) >= _CACHE_LIMIT:
+                        properties.clear()
+                    props = properties[raw] = raw
+                (body_size,) = _U32.unpack_from(data, pos)
+                body_at = where + pos + 4
+                yield RecoveredMessage(
+                    msg_id,
+                    file_of(where),
+                    names[0],
+                    names[1],
+                    props,
+                    body_at,
+                    body_size,
+                    delivered,
+                )
+                current = following
+        finally:
+            reader.close()
+
     def replay_done(self) -> None:
-        self.catalog.forget_content()
+        self.catalog.replay_done()
 
     # -- recording --------------------------------------------------------------------------
-    def _append(self, entry: Entry, payload: bytes | None = None) -> Position:
+    def _append(
+        self, entry: Entry, payload: bytes | None = None, *, apply: bool = True
+    ) -> Position:
         log = self.log
         notify = not log.sync_needed
         position = log.append(entry.KIND, entry.encode() if payload is None else payload)
-        self.catalog.apply(entry, position.segment)
+        if apply:
+            self.catalog.apply(entry, position.segment)
         if notify and self.on_sync_needed is not None:
             self.on_sync_needed()
         return position
@@ -188,7 +319,8 @@ class DiskDurableLog(DurableLog):
             msg_id, vhost, tuple(queues), exchange, routing_key, properties_raw, body
         )
         payload = entry.encode()
-        position = self._append(entry, payload)
+        position = self._append(entry, payload, apply=False)
+        self.catalog.hold(vhost, queues, position.segment)
         # The body is the payload's last field: readable there once the record is written.
         start = position.offset + RECORD_HEADER_SIZE + len(payload) - len(body)
         self._last_body = location(position.segment, start)
@@ -197,15 +329,21 @@ class DiskDurableLog(DurableLog):
     def last_body(self) -> tuple[BodyReader, int] | None:
         return self.bodies, self._last_body
 
-    def messages_delivered(self, vhost: str, queue: str, ids: Iterable[int]) -> None:
+    def messages_delivered(
+        self, vhost: str, queue: str, ids: Iterable[int], segments: Iterable[int]
+    ) -> None:
         ids = tuple(ids)
         if ids:
-            self._append(MessagesDelivered(vhost, queue, ids))
+            position = self._append(MessagesDelivered(vhost, queue, ids), apply=False)
+            self.catalog.settle(vhost, queue, segments, position.segment, removed=False)
 
-    def messages_removed(self, vhost: str, queue: str, ids: Iterable[int]) -> None:
+    def messages_removed(
+        self, vhost: str, queue: str, ids: Iterable[int], segments: Iterable[int]
+    ) -> None:
         ids = tuple(ids)
         if ids:
-            self._append(MessagesRemoved(vhost, queue, ids))
+            position = self._append(MessagesRemoved(vhost, queue, ids), apply=False)
+            self.catalog.settle(vhost, queue, segments, position.segment, removed=True)
 
     def after_commit(self, callback: CommitCallback) -> None:
         token = self.log.last_token

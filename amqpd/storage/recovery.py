@@ -10,6 +10,9 @@ Rules of this module (docs/storage.md "Recovery"):
   after the first bad record is set aside; everything before it is replayed.
 - Never raises for damaged content; only file-system errors (``OSError``) escape, which the
   caller reports as an unusable data directory.
+- Values are either collected (``RecoveredLog.records``) or, with ``visit``, handed over
+  one segment at a time and not kept, so replaying a log larger than memory holds one
+  segment's records at a time.
 - The ``RecoveryReport`` says what was read and what was cut, with counts, so the CLI can
   log it; nothing is ever dropped without appearing in it.
 """
@@ -82,11 +85,14 @@ def recover_log(
     files: FileLayer,
     decode: Callable[[Record], T],
     locate: Callable[[T, Record, int, int], T] | None = None,
+    visit: Callable[[T, int], None] | None = None,
 ) -> RecoveredLog[T]:
     """Read the log, decoding each record once; a record with a good checksum that
     ``decode`` refuses (raises ValueError) counts as corrupt, like a bad checksum.
     ``locate(value, record, segment, offset)``, if given, may replace each decoded value
-    knowing where its record is (the durable log keeps body locations, not bodies)."""
+    knowing where its record is (the durable log keeps record locations, not content).
+    ``visit(value, segment)``, if given, gets each value in log order instead of
+    ``records`` (left empty)."""
     live: list[tuple[int, str]] = []
     highest = 0
     for name in files.list():
@@ -102,12 +108,19 @@ def recover_log(
     records: list[tuple[int, T]] = []
     kept: list[int] = []
     last = (0, 0)
+    count = 0
     following = files.read(live[0][1]) if live else b""
     for index, (number, name) in enumerate(live):
         data = following
         following = files.read(live[index + 1][1]) if index + 1 < len(live) else b""
         result, decoded = _decoded(scan_segment(data).result, decode, locate, number)
-        records.extend((number, value) for value in decoded)
+        count += len(decoded)
+        if visit is None:
+            records.extend((number, value) for value in decoded)
+        else:
+            for value in decoded:
+                visit(value, number)
+        del decoded
         report.segments += 1
         damage = None if result.stop is Stop.END else result.stop.value
         if damage is None and index + 1 < len(live):
@@ -137,7 +150,7 @@ def recover_log(
             report.dropped_segments.append(later)
         files.sync_dir()
         break
-    report.records = len(records)
+    report.records = count
     return RecoveredLog(records, report, kept, highest + 1, last)
 
 
