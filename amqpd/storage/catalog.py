@@ -250,7 +250,7 @@ class Catalog:
         return name.startswith("amq.") or (vhost, name) in self.exchanges
 
     # -- interpretation of every record -----------------------------------------------------
-    def apply(self, entry: Entry | PublishedAt, segment: int) -> None:
+    def apply(self, entry: Entry | PublishedAt | object, segment: int) -> None:
         self.clean_shutdown = isinstance(entry, CleanShutdown)
         handler = _APPLY.get(type(entry))
         if handler is not None:

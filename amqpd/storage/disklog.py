@@ -20,13 +20,12 @@ Rules of this module (docs/storage.md):
 from __future__ import annotations
 
 import struct
-import zlib
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
-from amqpd.storage.bodies import BodyReader, file_of, location
-from amqpd.storage.catalog import Catalog, PublishedAt, ReplayLiveness
+from amqpd.storage.bodies import LOCATION_SHIFT, BodyReader, location
+from amqpd.storage.catalog import DELIVERED, REMOVED, Catalog, PublishedAt, ReplayLiveness
 from amqpd.storage.durable import CommitCallback, DurableLog, run_callbacks
 from amqpd.storage.entries import (
     BindingAdded,
@@ -42,7 +41,7 @@ from amqpd.storage.entries import (
     QueueDeleted,
     decode_entry,
 )
-from amqpd.storage.files import FileLayer
+from amqpd.storage.files import FileLayer, ReadFile
 from amqpd.storage.log import DEFAULT_SEGMENT_SIZE, Batch, Position, SegmentLog
 from amqpd.storage.record import HEADER as RECORD_HEADER
 from amqpd.storage.record import HEADER_SIZE as RECORD_HEADER_SIZE
@@ -57,31 +56,38 @@ _U64 = struct.Struct("<Q")
 _PUBLISHED = MessagePublished.KIND
 # Restore reads the records of a backlog in log order: big windows, few preads.
 RESTORE_READ_AHEAD = 1024 * 1024
+_OFFSET_MASK = (1 << LOCATION_SHIFT) - 1
 _CACHE_LIMIT = 4096  # distinct exchange names, routing keys, properties shared at restore
 
 
-def _decode(record: Record) -> Entry | PublishedAt:
-    if record.kind == _PUBLISHED:
-        return _published_at(record.payload)
-    return decode_entry(record.kind, record.payload)
+_Replayed = Entry | Record | PublishedAt  # a Record only between _decode and _locate
 
 
-def _published_at(payload: bytes) -> PublishedAt:
-    """Replay's view of a ``MessagePublished`` payload: id, vhost and queues decoded, the
-    rest (exchange, routing key, properties, body) only checked to fill the payload
-    exactly, as ``decode_entry`` would; restore reads it back (``recovered_messages``)."""
+def _decode(record: Record) -> _Replayed:
+    # A message record is read by _locate, which knows where it is.
+    return record if record.kind == _PUBLISHED else decode_entry(record.kind, record.payload)
+
+
+# (vhost, queues) by the raw bytes that encode them: a backlog names the same few.
+_HOLDERS: dict[bytes, tuple[str, tuple[str, ...]]] = {}
+
+
+def _locate(entry: _Replayed, record: Record, segment: int, offset: int) -> _Replayed:
+    """Replay's view of a ``MessagePublished`` record: its id, vhost and queues, and where
+    it is, not its content (docs/storage.md "Replay and liveness"). Exchange, routing key,
+    properties and body are only checked to fill the payload exactly, as ``decode_entry``
+    would; restore reads them back (``recovered_messages``)."""
+    if entry is not record:
+        return entry
+    payload = record.payload
     try:
         (msg_id,) = _U64.unpack_from(payload, 0)
-        (n,) = _U16.unpack_from(payload, 8)
-        pos = 10 + n
-        vhost = payload[10:pos].decode("utf-8", "surrogatepass")
+        pos = 10 + _U16.unpack_from(payload, 8)[0]  # vhost
         (count,) = _U16.unpack_from(payload, pos)
         pos += 2
-        queues = []
         for _ in range(count):
-            (n,) = _U16.unpack_from(payload, pos)
-            queues.append(payload[pos + 2 : pos + 2 + n].decode("utf-8", "surrogatepass"))
-            pos += 2 + n
+            pos += 2 + _U16.unpack_from(payload, pos)[0]
+        holders = payload[8:pos]
         pos += 2 + _U16.unpack_from(payload, pos)[0]  # exchange
         pos += 2 + _U16.unpack_from(payload, pos)[0]  # routing key
         pos += 4 + _U32.unpack_from(payload, pos)[0]  # properties
@@ -90,16 +96,29 @@ def _published_at(payload: bytes) -> PublishedAt:
         raise ValueError(f"record payload too short: {exc}") from None
     if pos != len(payload):
         raise ValueError("bad message record payload")
-    return PublishedAt(msg_id, vhost, tuple(queues), -1, RECORD_HEADER_SIZE + len(payload))
+    known = _HOLDERS.get(holders)
+    if known is None:
+        known = _holders(holders)
+        if len(_HOLDERS) >= _CACHE_LIMIT:
+            _HOLDERS.clear()
+        _HOLDERS[holders] = known
+    size = RECORD_HEADER_SIZE + len(payload)
+    return PublishedAt(msg_id, known[0], known[1], location(segment, offset), size)
 
 
-def _locate(
-    entry: Entry | PublishedAt, record: Record, segment: int, offset: int
-) -> Entry | PublishedAt:
-    """Replay keeps where a message's record is, not its content (docs/storage.md)."""
-    if type(entry) is not PublishedAt:
-        return entry
-    return PublishedAt(entry.id, entry.vhost, entry.queues, location(segment, offset), entry.size)
+def _holders(data: bytes) -> tuple[str, tuple[str, ...]]:
+    """Decode vhost (u16 length + UTF-8) and queue names (u16 count, then each as vhost)."""
+    (n,) = _U16.unpack_from(data, 0)
+    vhost = data[2 : 2 + n].decode("utf-8", "surrogatepass")
+    pos = 2 + n
+    (count,) = _U16.unpack_from(data, pos)
+    pos += 2
+    queues = []
+    for _ in range(count):
+        (n,) = _U16.unpack_from(data, pos)
+        queues.append(data[pos + 2 : pos + 2 + n].decode("utf-8", "surrogatepass"))
+        pos += 2 + n
+    return vhost, tuple(dict.fromkeys(queues))
 
 
 class RecoveredMessage(NamedTuple):
@@ -158,74 +177,98 @@ class DiskDurableLog(DurableLog):
 
     def recovered_messages(self, vhost: str, queue: str) -> Iterator[RecoveredMessage]:
         """The live messages replay found in ``queue``, in log (= queue) order, each read
-        back from its record: one sequential pass over the segments with read-ahead,
-        holding one window at a time. Until ``replay_done``."""
+        back from its record (exchange, routing key, properties; not the body): one pass
+        over the segments in ``RESTORE_READ_AHEAD`` windows, holding one window at a time;
+        a record far from the next one wanted is read alone. Until ``replay_done``.
+
+        The checksum was verified by replay moments ago; the kind, size and id are checked
+        again (a mismatch raises OSError: the file changed under us)."""
         stored = self.catalog.queues.get((vhost, queue))
         replayed = stored.replayed if stored is not None else None
         if replayed is None or not len(replayed):
             return
-        reader = BodyReader(self.log.files, segment_name, read_ahead=RESTORE_READ_AHEAD)
+        files = self.log.files
+        ids, wheres, sizes, flags = replayed.ids, replayed.where, replayed.sizes, replayed.flags
+        total = len(ids)
+        u16, u32, u64 = _U16.unpack_from, _U32.unpack_from, _U64.unpack_from
+        header = RECORD_HEADER.unpack_from
         # Backlogs repeat a few exchange names, routing keys and property sets: one object
         # each instead of one per message.
         strings: dict[bytes, str] = {}
         properties: dict[bytes, bytes] = {}
+        handle: ReadFile | None = None
+        number = -1
+        window = b""
+        window_at = 0  # offset of ``window`` in segment ``number``
         try:
-            entries = iter(replayed)
-            current = next(entries, None)
-            while current is not None:
-                msg_id, where, size, delivered = current
-                following = next(entries, None)
-                ahead = following is not None and following[1] - where < RESTORE_READ_AHEAD
-                data = reader.read(where, size, ahead=ahead)
-                length, crc, kind = RECORD_HEADER.unpack_from(data)
-                if (
-                    kind != _PUBLISHED
-                    or length + RECORD_HEADER_SIZE != size
-                    or zlib.crc32(data[RECORD_HEADER_SIZE:], zlib.crc32(data[:4] + data[8:9]))
-                    != crc
-                    or _U64.unpack_from(data, RECORD_HEADER_SIZE)[0] != msg_id
-                ):
+            for i in range(replayed.head, total):
+                flag = flags[i]
+                if flag & REMOVED:
+                    continue
+                where = wheres[i]
+                size = sizes[i]
+                offset = where & _OFFSET_MASK
+                start = offset - window_at
+                if where >> LOCATION_SHIFT != number or start < 0 or start + size > len(window):
+                    if where >> LOCATION_SHIFT != number:
+                        if handle is not None:
+                            handle.close()
+                        number = where >> LOCATION_SHIFT
+                        handle = files.open_read(segment_name(number))
+                    assert handle is not None
+                    following = wheres[i + 1] if i + 1 < total else -1
+                    near = 0 <= following - where < RESTORE_READ_AHEAD
+                    window = handle.pread(offset, max(size, RESTORE_READ_AHEAD) if near else size)
+                    window_at, start = offset, 0
+                    if len(window) < size:
+                        raise OSError(f"message record at {offset} of segment {number} is cut")
+                msg_id = ids[i]
+                length, _crc, kind = header(window, start)
+                pos = start + RECORD_HEADER_SIZE
+                if kind != _PUBLISHED or length + RECORD_HEADER_SIZE != size:
                     raise OSError(f"message record {msg_id} changed on disk since replay")
-                pos = RECORD_HEADER_SIZE + 8
-                pos += 2 + _U16.unpack_from(data, pos)[0]  # vhost
-                (count,) = _U16.unpack_from(data, pos)
+                if u64(window, pos)[0] != msg_id:
+                    raise OSError(f"message record {msg_id} changed on disk since replay")
+                pos += 10 + u16(window, pos + 8)[0]  # id, vhost
+                (count,) = u16(window, pos)
                 pos += 2
                 for _ in range(count):
-                    pos += 2 + _U16.unpack_from(data, pos)[0]
-                names: list[str] = []
-                for _ in range(2):  # exchange, routing key
-                    (n,) = _U16.unpack_from(data, pos)
-                    raw = data[pos + 2 : pos + 2 + n]
-                    pos += 2 + n
-                    name = strings.get(raw)
-                    if name is None:
-                        if len(strings) >= _CACHE_LIMIT:
-                            strings.clear()
-                        name = strings[raw] = raw.decode("utf-8", "surrogatepass")
-                    names.append(name)
-                (n,) = _U32.unpack_from(data, pos)
-                raw = data[pos + 4 : pos + 4 + n]
+                    pos += 2 + u16(window, pos)[0]
+                (n,) = u16(window, pos)
+                raw = window[pos + 2 : pos + 2 + n]
+                pos += 2 + n
+                exchange = strings.get(raw)
+                if exchange is None:
+                    exchange = strings[raw] = raw.decode("utf-8", "surrogatepass")
+                (n,) = u16(window, pos)
+                raw = window[pos + 2 : pos + 2 + n]
+                pos += 2 + n
+                routing_key = strings.get(raw)
+                if routing_key is None:
+                    routing_key = strings[raw] = raw.decode("utf-8", "surrogatepass")
+                (n,) = u32(window, pos)
+                raw = window[pos + 4 : pos + 4 + n]
                 pos += 4 + n
                 props = properties.get(raw)
                 if props is None:
-                    if len(properties) >= _CACHE_LIMIT:
-                        properties.clear()
                     props = properties[raw] = raw
-                (body_size,) = _U32.unpack_from(data, pos)
-                body_at = where + pos + 4
+                if len(strings) > _CACHE_LIMIT or len(properties) > _CACHE_LIMIT:
+                    strings.clear()
+                    properties.clear()
+                (body_size,) = u32(window, pos)
                 yield RecoveredMessage(
                     msg_id,
-                    file_of(where),
-                    names[0],
-                    names[1],
+                    number,
+                    exchange,
+                    routing_key,
                     props,
-                    body_at,
+                    where + (pos + 4 - start),
                     body_size,
-                    delivered,
+                    bool(flag & DELIVERED),
                 )
-                current = following
         finally:
-            reader.close()
+            if handle is not None:
+                handle.close()
 
     def replay_done(self) -> None:
         self.catalog.replay_done()

@@ -90,7 +90,8 @@ def recover_log(
     """Read the log, decoding each record once; a record with a good checksum that
     ``decode`` refuses (raises ValueError) counts as corrupt, like a bad checksum.
     ``locate(value, record, segment, offset)``, if given, may replace each decoded value
-    knowing where its record is (the durable log keeps record locations, not content).
+    knowing where its record is (the durable log keeps record locations, not content); it
+    may refuse a record too (ValueError), like ``decode``.
     ``visit(value, segment)``, if given, gets each value in log order instead of
     ``records`` (left empty)."""
     live: list[tuple[int, str]] = []
@@ -164,9 +165,11 @@ def _decoded(
     for index, (offset, record) in enumerate(result.records):
         try:
             value = decode(record)
+            if locate is not None:
+                value = locate(value, record, number, offset)
         except ValueError:
             return ScanResult(result.records[:index], offset, Stop.CORRUPT), values
-        values.append(value if locate is None else locate(value, record, number, offset))
+        values.append(value)
     return result, values
 
 
