@@ -379,7 +379,9 @@ class Catalog:
                     self._live.release(seg)
         self._live.depend(segment, targets)
 
-    def _published(self, entry: PublishedAt, segment: int) -> None:
+    def published(self, entry: PublishedAt, segment: int) -> None:
+        """Replay: a message record (``apply`` without the dispatch: the hot kind)."""
+        self.clean_shutdown = False
         if entry.id <= self.max_message_id:
             return  # ids only grow in the log; a repeat is a bug we do not amplify
         self.max_message_id = entry.id
@@ -437,7 +439,7 @@ _APPLY: dict[type, Callable[[Catalog, Any, int], None]] = {
     QueueDeleted: Catalog._queue_deleted,
     BindingAdded: Catalog._binding_added,
     BindingRemoved: Catalog._binding_removed,
-    PublishedAt: Catalog._published,
+    PublishedAt: Catalog.published,
     MessagesDelivered: Catalog._delivered,
     MessagesRemoved: Catalog._removed,
 }

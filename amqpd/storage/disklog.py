@@ -45,8 +45,8 @@ from amqpd.storage.files import FileLayer, ReadFile
 from amqpd.storage.log import DEFAULT_SEGMENT_SIZE, Batch, Position, SegmentLog
 from amqpd.storage.record import HEADER as RECORD_HEADER
 from amqpd.storage.record import HEADER_SIZE as RECORD_HEADER_SIZE
-from amqpd.storage.record import Record
-from amqpd.storage.recovery import RecoveryReport, recover_log
+from amqpd.storage.record import Visitor
+from amqpd.storage.recovery import RecoveryReport, replay_log
 from amqpd.storage.segment import segment_name
 
 Callback = Callable[[], None]
@@ -60,64 +60,72 @@ _OFFSET_MASK = (1 << LOCATION_SHIFT) - 1
 _CACHE_LIMIT = 4096  # distinct exchange names, routing keys, properties shared at restore
 
 
-_Replayed = Entry | Record | PublishedAt  # a Record only between _decode and _locate
+def _replayer(catalog: Catalog) -> Callable[[int], Visitor]:
+    """The visitor of each segment's records at replay (recovery.replay_log)."""
+    # (vhost, queues) by the raw bytes that encode them: a backlog names the same few.
+    holders: dict[bytes, tuple[str, tuple[str, ...]]] = {}
+    u16, u32, u64 = _U16.unpack_from, _U32.unpack_from, _U64.unpack_from
+    apply, published = catalog.apply, catalog.published
 
+    def visitor(number: int) -> Visitor:
+        base = location(number, 0)
 
-def _decode(record: Record) -> _Replayed:
-    # A message record is read by _locate, which knows where it is.
-    return record if record.kind == _PUBLISHED else decode_entry(record.kind, record.payload)
+        def visit(data: bytes, offset: int, kind: int, length: int) -> None:
+            start = offset + RECORD_HEADER_SIZE
+            end = start + length
+            if kind != _PUBLISHED:
+                apply(decode_entry(kind, data[start:end]), number)
+                return
+            # A message record: its id, vhost and queues, and where it is, not its
+            # content (docs/storage.md "Replay and liveness"). Exchange, routing key,
+            # properties and body are only checked to fill the payload exactly, as
+            # decode_entry would; restore reads them back (``recovered_messages``).
+            try:
+                (msg_id,) = u64(data, start)
+                pos = start + 10 + u16(data, start + 8)[0]  # vhost
+                (count,) = u16(data, pos)
+                pos += 2
+                for _ in range(count):
+                    pos += 2 + u16(data, pos)[0]
+                raw = data[start + 8 : pos]
+                pos += 2 + u16(data, pos)[0]  # exchange
+                pos += 2 + u16(data, pos)[0]  # routing key
+                pos += 4 + u32(data, pos)[0]  # properties
+                pos += 4 + u32(data, pos)[0]  # body
+            except struct.error as exc:
+                raise ValueError(f"record payload too short: {exc}") from None
+            if pos != end:
+                raise ValueError("bad message record payload")
+            known = holders.get(raw)
+            if known is None:
+                if len(holders) >= _CACHE_LIMIT:
+                    holders.clear()
+                known = holders[raw] = _holders(raw)
+            entry = PublishedAt(msg_id, known[0], known[1], base | offset, end - offset)
+            published(entry, number)
 
+        return visit
 
-# (vhost, queues) by the raw bytes that encode them: a backlog names the same few.
-_HOLDERS: dict[bytes, tuple[str, tuple[str, ...]]] = {}
-
-
-def _locate(entry: _Replayed, record: Record, segment: int, offset: int) -> _Replayed:
-    """Replay's view of a ``MessagePublished`` record: its id, vhost and queues, and where
-    it is, not its content (docs/storage.md "Replay and liveness"). Exchange, routing key,
-    properties and body are only checked to fill the payload exactly, as ``decode_entry``
-    would; restore reads them back (``recovered_messages``)."""
-    if entry is not record:
-        return entry
-    payload = record.payload
-    try:
-        (msg_id,) = _U64.unpack_from(payload, 0)
-        pos = 10 + _U16.unpack_from(payload, 8)[0]  # vhost
-        (count,) = _U16.unpack_from(payload, pos)
-        pos += 2
-        for _ in range(count):
-            pos += 2 + _U16.unpack_from(payload, pos)[0]
-        holders = payload[8:pos]
-        pos += 2 + _U16.unpack_from(payload, pos)[0]  # exchange
-        pos += 2 + _U16.unpack_from(payload, pos)[0]  # routing key
-        pos += 4 + _U32.unpack_from(payload, pos)[0]  # properties
-        pos += 4 + _U32.unpack_from(payload, pos)[0]  # body
-    except struct.error as exc:
-        raise ValueError(f"record payload too short: {exc}") from None
-    if pos != len(payload):
-        raise ValueError("bad message record payload")
-    known = _HOLDERS.get(holders)
-    if known is None:
-        known = _holders(holders)
-        if len(_HOLDERS) >= _CACHE_LIMIT:
-            _HOLDERS.clear()
-        _HOLDERS[holders] = known
-    size = RECORD_HEADER_SIZE + len(payload)
-    return PublishedAt(msg_id, known[0], known[1], location(segment, offset), size)
+    return visitor
 
 
 def _holders(data: bytes) -> tuple[str, tuple[str, ...]]:
     """Decode vhost (u16 length + UTF-8) and queue names (u16 count, then each as vhost)."""
-    (n,) = _U16.unpack_from(data, 0)
-    vhost = data[2 : 2 + n].decode("utf-8", "surrogatepass")
-    pos = 2 + n
-    (count,) = _U16.unpack_from(data, pos)
-    pos += 2
-    queues = []
-    for _ in range(count):
-        (n,) = _U16.unpack_from(data, pos)
-        queues.append(data[pos + 2 : pos + 2 + n].decode("utf-8", "surrogatepass"))
-        pos += 2 + n
+    try:
+        (n,) = _U16.unpack_from(data, 0)
+        vhost = data[2 : 2 + n].decode("utf-8", "surrogatepass")
+        pos = 2 + n
+        (count,) = _U16.unpack_from(data, pos)
+        pos += 2
+        queues = []
+        for _ in range(count):
+            (n,) = _U16.unpack_from(data, pos)
+            queues.append(data[pos + 2 : pos + 2 + n].decode("utf-8", "surrogatepass"))
+            pos += 2 + n
+    except struct.error as exc:
+        raise ValueError(f"record payload too short: {exc}") from None
+    if pos != len(data):
+        raise ValueError("bad message record payload")
     return vhost, tuple(dict.fromkeys(queues))
 
 
@@ -156,7 +164,7 @@ class DiskDurableLog(DurableLog):
         # gathered until the segment log exists (it needs to know which segments survived).
         replay = ReplayLiveness()
         catalog = Catalog(replay, replaying=True)
-        recovered = recover_log(files, _decode, _locate, catalog.apply)
+        recovered = replay_log(files, _replayer(catalog))
         log = SegmentLog(
             files,
             existing=recovered.segments,
