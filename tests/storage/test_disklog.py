@@ -245,3 +245,21 @@ def test_deaths_the_disk_has_not_seen_never_delete_a_segment() -> None:
     got = _queue_ids(DiskDurableLog.open(files, segment_size=200), "q")
     assert newer not in got
     assert set(old) <= set(got)
+
+
+def test_a_message_record_that_does_not_fill_its_payload_ends_the_log() -> None:
+    """Replay reads only a message record's id, vhost and queues, but still checks the
+    other fields fill the payload exactly: a good checksum over a bad payload is corrupt."""
+    from amqpd.storage.entries import MessagePublished
+
+    files = FakeFiles()
+    log = DiskDurableLog.open(files)
+    log.queue_declared("/", "q", auto_delete=False, arguments={})
+    good = _publish(log, ["q"])
+    payload = MessagePublished(good + 1, "/", ("q",), "", "q", b"", b"body").encode()
+    log.log.append(MessagePublished.KIND, payload + b"!")  # one byte too many
+    _publish(log, ["q"])
+    log.close(clean=False)
+    again = DiskDurableLog.open(files)
+    assert again.report.damage == "corrupt" and again.report.records == 2
+    assert _queue_ids(again, "q") == [good]
