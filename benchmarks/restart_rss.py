@@ -8,7 +8,8 @@ process, so the measurement starts in a fresh one and ``ru_maxrss`` is the resta
 The restart is what ``server/storage.open_storage`` does, in its two steps, each timed:
 replay (``DiskDurableLog.open``: recovery and the catalog) and restore (``restore.recover``:
 the broker's queues and messages, each record read back, no body). It prints the RSS after
-each step, the catalog's replay arrays and its run-time size, and the peak.
+each step, the catalog's replay arrays and its run-time size, and the peak; wall and CPU
+time (on a shared machine the CPU time is the steadier figure).
 
     python benchmarks/restart_rss.py [--messages N] [--size BYTES] [--dir DIR]
 """
@@ -52,9 +53,9 @@ def build(directory: Path, messages: int, size: int) -> None:
 def measure(directory: Path, messages: int, size: int) -> None:
     gc.collect()
     rss_before = resident_memory()
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     log = DiskDurableLog.open(OsFiles(directory / "log"))
-    replayed = time.perf_counter()
+    replayed, cpu_replayed = time.perf_counter(), time.process_time()
     rss_replay = resident_memory()
     catalog = log.catalog
     arrays = sum(
@@ -66,7 +67,7 @@ def measure(directory: Path, messages: int, size: int) -> None:
     )
     broker = Broker()
     result = recover(broker, log)
-    restored = time.perf_counter()
+    restored, cpu_restored = time.perf_counter(), time.process_time()
     rss_restored = resident_memory()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     queue = broker.vhosts["/"].queues[QUEUE]
@@ -76,6 +77,7 @@ def measure(directory: Path, messages: int, size: int) -> None:
     assert first is not None and first.message.body[:8] == b"00000000"
     pins = sum(len(q.pins) for q in catalog.queues.values())
     replay_s, restore_s = replayed - start, restored - replayed
+    cpu_replay, cpu_restore = cpu_replayed - cpu_start, cpu_restored - cpu_replayed
     mib = 2**20
     print(
         f"restart_rss: {messages:,} persistent msgs of {size} B on one durable queue, "
@@ -84,6 +86,8 @@ def measure(directory: Path, messages: int, size: int) -> None:
         f"({replay_s / messages * 1e6:.1f} us/msg), "
         f"restore (restore.recover) {restore_s:.2f} s "
         f"({restore_s / messages * 1e6:.1f} us/msg), total {replay_s + restore_s:.2f} s\n"
+        f"  CPU time: replay {cpu_replay:.2f} s, restore {cpu_restore:.2f} s, "
+        f"total {cpu_replay + cpu_restore:.2f} s (the machine may be shared: wall >= CPU)\n"
         f"  RSS before {rss_before / mib:.0f} MiB, after replay {rss_replay / mib:.0f} MiB "
         f"(catalog arrays {arrays / mib:.1f} MiB, {arrays / messages:.0f} B/msg), "
         f"after restore {rss_restored / mib:.0f} MiB, peak {peak / mib:.0f} MiB\n"

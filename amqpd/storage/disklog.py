@@ -204,6 +204,7 @@ class DiskDurableLog(DurableLog):
         # each instead of one per message.
         strings: dict[bytes, str] = {}
         properties: dict[bytes, bytes] = {}
+        numbers: dict[int, int] = {}
         handle: ReadFile | None = None
         number = -1
         window = b""
@@ -228,6 +229,10 @@ class DiskDurableLog(DurableLog):
                     near = 0 <= following - where < RESTORE_READ_AHEAD
                     window = handle.pread(offset, max(size, RESTORE_READ_AHEAD) if near else size)
                     window_at, start = offset, 0
+                    if max(len(strings), len(properties), len(numbers)) > _CACHE_LIMIT:
+                        strings.clear()  # messages that all differ: nothing to share
+                        properties.clear()
+                        numbers.clear()
                     if len(window) < size:
                         raise OSError(f"message record at {offset} of segment {number} is cut")
                 msg_id = ids[i]
@@ -260,10 +265,9 @@ class DiskDurableLog(DurableLog):
                 props = properties.get(raw)
                 if props is None:
                     props = properties[raw] = raw
-                if len(strings) > _CACHE_LIMIT or len(properties) > _CACHE_LIMIT:
-                    strings.clear()
-                    properties.clear()
                 (body_size,) = u32(window, pos)
+                # Sizes repeat too (one int object each, not one per message).
+                body_size = numbers.setdefault(body_size, body_size)
                 yield RecoveredMessage(
                     msg_id,
                     number,
