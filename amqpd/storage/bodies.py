@@ -53,11 +53,8 @@ def spill_name(number: int) -> str:
 class BodyReader:
     """Reads bodies at ``location``s in the files of one directory, with read-ahead."""
 
-    def __init__(
-        self, files: FileLayer, name_of: Callable[[int], str], *, read_ahead: int = READ_AHEAD
-    ) -> None:
+    def __init__(self, files: FileLayer, name_of: Callable[[int], str]) -> None:
         self._files = files
-        self._read_ahead = read_ahead
         self._name_of = name_of
         self._open: dict[int, ReadFile] = {}
         self._window_file = -1
@@ -79,7 +76,7 @@ class BodyReader:
             if len(self._open) >= _MAX_OPEN:
                 self._open.pop(next(iter(self._open))).close()
             handle = self._open[number] = self._files.open_read(self._name_of(number))
-        data = handle.pread(offset, max(size, self._read_ahead) if ahead else size)
+        data = handle.pread(offset, max(size, READ_AHEAD) if ahead else size)
         self.reads += 1
         if len(data) < size:
             raise OSError(f"paged body of {size} bytes at {offset} of file {number} is cut short")

@@ -10,6 +10,8 @@ Rules of this module (docs/storage.md "Segments"):
   Segments are append-only;
   once the log moves on to the next one, a segment is never written again, only deleted
   whole when every record in it is dead.
+- ``scan_segment`` collects a segment's records; ``scan_segment_with`` hands each to a
+  visitor instead (record.scan_with), for the durable log's replay.
 - A segment set aside by recovery (it followed a damaged one) is renamed ``*.seg.dropped``
   and never read again; its number is never reused.
 """
