@@ -93,7 +93,8 @@ class ReplayLiveness:
 
 class PublishedAt(NamedTuple):
     """A ``MessagePublished`` record as replay reads it: who holds it and where it is,
-    not its content (restore reads that back, broker/restore.py)."""
+    not its content (restore reads that back, broker/restore.py). For ``apply``; the
+    durable log's replay calls ``Catalog.published`` with the fields directly."""
 
     id: int
     vhost: str
@@ -379,22 +380,33 @@ class Catalog:
                     self._live.release(seg)
         self._live.depend(segment, targets)
 
-    def published(self, entry: PublishedAt, segment: int) -> None:
-        """Replay: a message record (``apply`` without the dispatch: the hot kind)."""
+    def _published(self, entry: PublishedAt, segment: int) -> None:
+        queues = tuple(dict.fromkeys(entry.queues))
+        self.published(entry.id, entry.vhost, queues, entry.where, entry.size, segment)
+
+    def published(
+        self, msg_id: int, vhost: str, queues: tuple[str, ...], where: int, size: int, segment: int
+    ) -> None:
+        """Replay: a message record (the hot kind: no entry object, no dispatch), on the
+        distinct ``queues`` it names, at ``where`` (``size`` bytes) in ``segment``."""
         self.clean_shutdown = False
-        if entry.id <= self.max_message_id:
+        if msg_id <= self.max_message_id:
             return  # ids only grow in the log; a repeat is a bug we do not amplify
-        self.max_message_id = entry.id
-        vhost = entry.vhost
+        self.max_message_id = msg_id
         count = 0
-        for name in dict.fromkeys(entry.queues):
+        for name in queues:
             queue = self.queues.get((vhost, name))
             if queue is None:
                 continue
-            if queue.replayed is None:
-                queue.replayed = ReplayedMessages()
-            queue.replayed.add(entry.id, entry.where, entry.size)
-            queue.pins[segment] = queue.pins.get(segment, 0) + 1
+            replayed = queue.replayed
+            if replayed is None:
+                replayed = queue.replayed = ReplayedMessages()
+            replayed.ids.append(msg_id)  # ReplayedMessages.add, inlined: once per message
+            replayed.where.append(where)
+            replayed.sizes.append(size)
+            replayed.flags.append(0)
+            pins = queue.pins
+            pins[segment] = pins.get(segment, 0) + 1
             queue.count += 1
             count += 1
         if count:
@@ -439,7 +451,7 @@ _APPLY: dict[type, Callable[[Catalog, Any, int], None]] = {
     QueueDeleted: Catalog._queue_deleted,
     BindingAdded: Catalog._binding_added,
     BindingRemoved: Catalog._binding_removed,
-    PublishedAt: Catalog.published,
+    PublishedAt: Catalog._published,
     MessagesDelivered: Catalog._delivered,
     MessagesRemoved: Catalog._removed,
 }

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from amqpd.storage.bodies import LOCATION_SHIFT, BodyReader, location
-from amqpd.storage.catalog import DELIVERED, REMOVED, Catalog, PublishedAt, ReplayLiveness
+from amqpd.storage.catalog import DELIVERED, REMOVED, Catalog, ReplayLiveness
 from amqpd.storage.durable import CommitCallback, DurableLog, run_callbacks
 from amqpd.storage.entries import (
     BindingAdded,
@@ -101,8 +101,7 @@ def _replayer(catalog: Catalog) -> Callable[[int], Visitor]:
                 if len(holders) >= _CACHE_LIMIT:
                     holders.clear()
                 known = holders[raw] = _holders(raw)
-            entry = PublishedAt(msg_id, known[0], known[1], base | offset, end - offset)
-            published(entry, number)
+            published(msg_id, known[0], known[1], base | offset, end - offset, number)
 
         return visit
 
