@@ -264,3 +264,27 @@ def test_restore_reads_each_record_back_in_order_without_its_body() -> None:
     assert again.report.messages == 30
     again.replay_done()
     assert all(q.replayed is None for q in again.catalog.queues.values())
+
+
+def test_the_segment_log_keeps_one_dependency_per_segment_and_targets() -> None:
+    """A thousand acks in one segment of messages in another are one dependency; the acks'
+    segment still goes only after the messages' one."""
+    from amqpd.storage.log import SegmentLog
+
+    files = FakeFiles()
+    log = SegmentLog(files, segment_size=200)
+    first = log.append(1, b"m" * 150).segment
+    log.pin(first, 3)
+    second = log.append(1, b"a" * 150).segment
+    assert second != first
+    for _ in range(1000):
+        log.depend(second, {first})
+    assert len(log._depending) == 1 and len(log._dependents[first]) == 1
+    log.append(1, b"h" * 150)  # a third segment: the second is no longer the head
+    log.release(first, 2)
+    log.commit()
+    assert log.segments == [first, second, log.head]  # one message left in the first
+    log.release(first)
+    log.commit()
+    assert log.segments == [log.head]  # both went, the dependency with them
+    assert not log._depending and not log._dependents
