@@ -173,7 +173,13 @@ def reloader(
                 continue
             new.append(result)
             if spool is not None:
-                spool.settle(file, keep_in)
+                problem = spool.settle(file, keep_in)
+                if problem is not None:
+                    log.warning(
+                        "import applied but not kept for the next start",
+                        file=str(file),
+                        error=problem,
+                    )
         imports.extend(new)
         report = broker.apply_definitions(layered(imports), now)
         broker.max_connections = config.max_connections if config is not None else None

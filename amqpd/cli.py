@@ -50,7 +50,7 @@ from amqpd.server import (
     run_broker,
 )
 from amqpd.server.persister import StorageFailure
-from amqpd.server.resources import memory_limit, system_measure
+from amqpd.server.resources import memory_limit, raise_fd_limit, system_measure
 from amqpd.storage.lock import DataDirError, DataDirLock, lock_data_dir
 
 EXIT_OK = 0
@@ -194,6 +194,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     for warning in warnings:
         structlog.get_logger("amqpd").warning(warning)
+    # One descriptor per connection: take what the hard limit allows (README).
+    old_fds, fds = raise_fd_limit()
+    structlog.get_logger("amqpd").info("file descriptor limit", soft=fds, raised_from=old_fds)
 
     # The data directory is recovered between the broker's users/vhosts and the topology
     # a definitions file imports, so that imported durable entities reach the log.
@@ -221,6 +224,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.pid_file is not None
         else None
     )
+    for leftover in spool.clear() if spool is not None else []:
+        # Before the pid file names this broker: nobody can have spooled for it yet.
+        structlog.get_logger("amqpd").warning(
+            "discarded a definitions import left in the spool by an earlier run",
+            file=leftover,
+            spool=str(spool.directory) if spool is not None else None,
+        )
     reload = (
         bootstrap.reloader(args.config, broker, args.definitions, spool, saved, kept_imports)
         if args.config is not None or args.definitions is not None or spool is not None

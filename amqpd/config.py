@@ -32,6 +32,7 @@ from amqpd.broker.policies import APPLY_TO, Policy, validate_definition
 from amqpd.config_table import ConfigError, Table, kind, name_key
 from amqpd.log import LOG_FORMATS, LOG_LEVELS, LogFormat
 from amqpd.protocol.constants import FRAME_MIN_SIZE
+from amqpd.server.certificates import LOGIN_FROM
 from amqpd.server.listeners import ListenAddress, parse_listen
 from amqpd.session.config import ConnectionConfig
 from amqpd.session.handshake import KNOWN_MECHANISMS
@@ -51,7 +52,7 @@ SCHEMA: dict[str, tuple[str, ...]] = {
     ),
     "storage": ("data_dir", "memory_budget", "memory_high_watermark", "disk_free_limit"),
     "logging": ("format", "level"),
-    "auth": ("mechanisms", "loopback_users"),
+    "auth": ("mechanisms", "loopback_users", "ssl_cert_login_from"),
     "vhosts.*": ("max_connections", "max_queues"),
     "users.*": ("password_hash", "hashing_algorithm", "tags", "max_connections", "max_channels"),
     "permissions[]": ("user", "vhost", "configure", "write", "read"),
@@ -196,6 +197,10 @@ def _connection(doc: dict[str, Any]) -> tuple[ConnectionConfig, int | None]:
             "handshake_timeout", defaults.handshake_timeout, 0.1, 3600.0
         ),
         auth_mechanisms=mechanisms,
+        ssl_cert_login_from=auth.choice(
+            "ssl_cert_login_from", LOGIN_FROM, defaults.ssl_cert_login_from
+        )
+        or defaults.ssl_cert_login_from,
     )
     max_connections = limits.integer("max_connections", None, -1)
     if max_connections is not None and max_connections < 0:

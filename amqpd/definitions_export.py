@@ -15,6 +15,9 @@ Rules of this module (process edge):
 - Topology is exported as RabbitMQ exports it: durable exchanges other than the default
   and ``amq.*`` ones, durable non-exclusive queues, and the bindings between durable ends
   (the default exchange's implicit bindings are not bindings).
+- A reader that goes away (``| head -1``) ends the output quietly: no traceback, exit 141
+  (128 + SIGPIPE, the status of a ``cat`` or ``grep`` killed by SIGPIPE), as
+  ``write_stdout`` does it.
 """
 
 from __future__ import annotations
@@ -231,6 +234,29 @@ class Exporter:
         return len(requests)
 
 
+#: The exit status when stdout's reader went away: 128 + SIGPIPE, what a shell reports for
+#: a tool the signal killed (Python ignores SIGPIPE, so the write fails with EPIPE instead).
+EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE
+
+
+def write_stdout(text: str) -> int:
+    """Write ``text`` to stdout and flush; 0, or ``EXIT_BROKEN_PIPE`` if the reader is gone.
+
+    The flush is here so that the failure happens inside the ``try`` and not at interpreter
+    exit; stdout is then pointed at /dev/null, as the Python docs advise for SIGPIPE, so
+    the final flush at exit does not print "Exception ignored ... BrokenPipeError" either.
+    """
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return EXIT_BROKEN_PIPE
+    return 0
+
+
 def _export_running(parser: argparse.ArgumentParser, pid_file: Path) -> int:
     try:
         pid = read_pid(pid_file)
@@ -250,7 +276,7 @@ def _export_running(parser: argparse.ArgumentParser, pid_file: Path) -> int:
             if time.monotonic() > deadline:
                 parser.exit(1, f"{parser.prog}: error: the broker (pid {pid}) did not answer\n")
             time.sleep(0.05)  # polling a file the broker writes; not a test
-        sys.stdout.write(answer.read_text())
+        text = answer.read_text()
     except (ProcessLookupError, PermissionError) as exc:
         reason = "no broker running" if isinstance(exc, ProcessLookupError) else "not allowed"
         parser.exit(1, f"{parser.prog}: error: {reason} (pid {pid})\n")
@@ -259,7 +285,7 @@ def _export_running(parser: argparse.ArgumentParser, pid_file: Path) -> int:
             request.unlink()
         with contextlib.suppress(OSError):
             answer.unlink()
-    return 0
+    return write_stdout(text)
 
 
 def export_main(argv: list[str]) -> int:
@@ -294,6 +320,4 @@ def export_main(argv: list[str]) -> int:
         definitions, _ = effective_definitions(config, args.definitions)
     except ConfigFileError as exc:
         parser.exit(2, f"{parser.prog}: error: {exc}\n")
-    json.dump(to_rabbit_json(definitions), sys.stdout, indent=2)
-    sys.stdout.write("\n")
-    return 0
+    return write_stdout(json.dumps(to_rabbit_json(definitions), indent=2) + "\n")

@@ -16,13 +16,21 @@ Rules of this module (process edge; the design is in docs/internals.md, "process
   ``saved_imports``): at every start it is merged over the config again, in the order the
   imports came, so imported users, vhosts, permissions and policies survive a restart as
   they do in RabbitMQ (durable topology is in the durable log anyway). A refused file is
-  removed from the spool and never kept.
+  removed from the spool and never kept. A spool file is removed once settled even when
+  keeping it failed (logged), so no later reload imports it again; a data directory on
+  another file system than the spool gets a copy.
+- The spool belongs to one broker run: at start, before the pid file names the new
+  broker, whatever it still holds is removed and logged (``Spool.clear``), so a file
+  spooled for a broker that crashed before its SIGHUP, or by an ``import-definitions``
+  killed between spooling and signalling, is never imported by a later run's reload.
+  ``import-definitions`` needs the new pid file, so it cannot spool before the clear.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import json
 import os
 import signal
@@ -63,14 +71,55 @@ class Spool:
             out.append((path, result))
         return out
 
-    def settle(self, path: Path, keep_in: Path | None) -> None:
-        """Move an accepted file into ``keep_in`` (the saved imports), else remove it."""
-        with contextlib.suppress(OSError):
-            if keep_in is None:
+    def clear(self) -> list[str]:
+        """Remove what an earlier broker's spool still holds (at start, before the pid
+        file names this broker): a file spooled for a broker that crashed before its
+        SIGHUP, or by an ``import-definitions`` killed before it signalled, or a
+        half-written temporary. Returns the names removed."""
+        try:
+            leftovers = sorted(p for p in self.directory.iterdir() if p.is_file())
+        except OSError:
+            return []
+        removed = []
+        for path in leftovers:
+            with contextlib.suppress(OSError):
                 path.unlink()
-                return
-            keep_in.mkdir(parents=True, exist_ok=True)
-            path.rename(keep_in / path.name)
+                removed.append(path.name)
+        return removed
+
+    def settle(self, path: Path, keep_in: Path | None) -> str | None:
+        """Move an accepted file into ``keep_in`` (the saved imports), else remove it.
+
+        The spool file is gone afterwards whatever happens, so no later reload imports it
+        again. The spool (next to the pid file, often /run) and the data directory may be
+        on different file systems: then the file is copied (temporary name, fsync,
+        rename). Returns why it could not be kept, None when it was (or was not to be).
+        """
+        problem = None
+        if keep_in is not None:
+            try:
+                keep_in.mkdir(parents=True, exist_ok=True)
+                try:
+                    path.rename(keep_in / path.name)
+                    return None
+                except OSError as exc:
+                    if exc.errno != errno.EXDEV:
+                        raise
+                _copy(path, keep_in / path.name)
+            except OSError as exc:
+                problem = f"cannot keep it in {keep_in}: {exc.strerror or exc}"
+        with contextlib.suppress(OSError):
+            path.unlink()
+        return problem
+
+
+def _copy(source: Path, target: Path) -> None:
+    temp = target.with_name(f".{target.name}.tmp")
+    with temp.open("wb") as f:
+        f.write(source.read_bytes())
+        f.flush()
+        os.fsync(f.fileno())
+    temp.rename(target)
 
 
 def imports_dir(data_dir: Path) -> Path:

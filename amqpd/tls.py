@@ -171,7 +171,12 @@ def gen_certs_main(argv: Sequence[str]) -> int:
         help="name or address the server certificate is for; repeatable "
         "(default: localhost, 127.0.0.1, ::1)",
     )
-    parser.add_argument("--client-cn", default="guest", help="client certificate CN (guest)")
+    parser.add_argument(
+        "--client-cn",
+        default="guest",
+        help="client certificate CN (guest); its subject is CN=<CN>,O=amqpd development, "
+        "the EXTERNAL user name under the default ssl_cert_login_from = distinguished_name",
+    )
     args = parser.parse_args(argv)
     hosts = args.hostname or ["localhost", "127.0.0.1", "::1"]
     try:

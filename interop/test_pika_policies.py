@@ -302,3 +302,83 @@ def test_alternate_exchange_policy_and_argument(
     ch.basic_publish(plain, "nowhere", b"1", mandatory=True)
     ch.basic_publish(with_arg, "nowhere", b"2", mandatory=True)
     assert (depth(ch, qp), depth(ch, qa)) == (1, 1)
+
+
+# -- streams: retention from policies (rabbit_stream_queue:update_stream_conf/2) ---------------
+# 600-byte bodies in 1000-byte segments: the second message fills a segment on RabbitMQ and on
+# amqpd alike (interop/test_pika_streams.py), and each later segment starts with a tracking
+# chunk that takes an offset: six messages sit at offsets 0, 1 | 3, 4 | 6, 7 | and 8 is the
+# new segment's tracking chunk. A full segment is about 1400 bytes on amqpd and, with
+# RabbitMQ's larger record encoding, at most about 2200 there, so a 2500-byte limit keeps
+# exactly one full segment besides the new one on both. A policy change is evaluated at
+# once on RabbitMQ too (osiris_log:update_retention/2, since osiris#37), asynchronously:
+# the test waits (bounded) for it to show.
+STREAM = {"x-queue-type": "stream"}
+
+
+def _body(i: int) -> bytes:
+    return b"%d" % i + b"x" * 599
+
+
+def _publish_stream(conn: pika.BlockingConnection, q: str, start: int, n: int) -> None:
+    ch = conn.channel()
+    ch.confirm_delivery()
+    for i in range(start, start + n):
+        ch.basic_publish("", q, _body(i))
+    ch.close()
+
+
+def _offsets_from_first(conn: pika.BlockingConnection, q: str) -> list[int]:
+    """The offsets a consumer from "first" gets (at least one delivery, bounded wait)."""
+    ch = conn.channel()
+    ch.basic_qos(prefetch_count=100)
+    got: list[int] = []
+    ch.basic_consume(
+        q,
+        lambda c, m, p, b: (got.append(p.headers["x-stream-offset"]), c.basic_ack(m.delivery_tag)),
+        arguments={"x-stream-offset": "first"},
+    )
+    wait_for(conn, lambda: bool(got), what=f"deliveries from the start of {q}")
+    ch.queue_declare(q, passive=True)  # a round trip: what was sent before it is in
+    conn.process_data_events(time_limit=0)
+    ch.close()
+    return got
+
+
+def test_a_stream_policy_beats_the_argument_and_changes_apply_to_the_running_stream(
+    policies: Policies, pconn: pika.BlockingConnection, qname: Any
+) -> None:
+    q = qname("st-bytes")
+    # Set before the declaration, so RabbitMQ's writer starts with it (no propagation race).
+    policies.set("st-bytes", f"^{q}$", {"max-length-bytes": 10_000_000})
+    pconn.channel().queue_declare(
+        q,
+        durable=True,
+        arguments={**STREAM, "x-stream-max-segment-size-bytes": 1000, "x-max-length-bytes": 1100},
+    )
+    _publish_stream(pconn, q, 0, 6)
+    # The policy's 10 MB, not the lower argument: nothing was dropped at the roll-overs.
+    assert _offsets_from_first(pconn, q) == [0, 1, 3, 4, 6, 7]
+    # A lower limit applies at once, without a publish: only one full segment stays.
+    policies.set("st-bytes", f"^{q}$", {"max-length-bytes": 2500})
+    wait_for(pconn, lambda: _offsets_from_first(pconn, q) == [6, 7], what="old segments to go")
+    # Cleared: the argument's 1100 bytes apply to the running stream, also at once.
+    policies.clear("st-bytes")
+    _publish_stream(pconn, q, 6, 1)  # offset 9, in the new segment
+    wait_for(pconn, lambda: _offsets_from_first(pconn, q) == [9], what="the argument's limit")
+
+
+def test_a_stream_takes_its_segment_size_from_the_policy_at_declaration_only(
+    policies: Policies, pconn: pika.BlockingConnection, qname: Any
+) -> None:
+    q = qname("st-seg")
+    policies.set("st-seg", f"^{q}$", {"stream-max-segment-size-bytes": 1000})
+    pconn.channel().queue_declare(q, durable=True, arguments=STREAM)
+    _publish_stream(pconn, q, 0, 5)
+    # 1000-byte segments (the default is 500 MB): tracking chunks at offsets 2 and 5.
+    assert _offsets_from_first(pconn, q) == [0, 1, 3, 4, 6]
+    # A changed segment size does not reach a stream that exists (RabbitMQ 3.13: fixed at
+    # creation; 3.10 applied it at the stream's next restart only).
+    policies.set("st-seg", f"^{q}$", {"stream-max-segment-size-bytes": 10_000_000})
+    _publish_stream(pconn, q, 5, 2)
+    assert _offsets_from_first(pconn, q) == [0, 1, 3, 4, 6, 7, 9]

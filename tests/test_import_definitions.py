@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -282,3 +285,116 @@ def test_export_definitions_without_a_running_broker(tmp_path: Path, capsys: Any
         main(["export-definitions", "--pid-file", str(pid_file)])
     assert info.value.code == 1
     assert "no broker running (pid 999999)" in capsys.readouterr().err
+
+
+def test_a_spool_left_by_an_earlier_run_is_cleared_at_start(tmp_path: Path) -> None:
+    # A file spooled for a broker that crashed before its SIGHUP (and a half-written
+    # temporary) must not be imported by the next run's first reload.
+    config = tmp_path / "amqpd.toml"
+    config.write_text(_config())
+    pid_file = tmp_path / "amqpd.pid"
+    spool = spool_dir(pid_file)
+    spool.mkdir()
+    (spool / "00000000000000000001-1.json").write_text(
+        json.dumps(_definitions(hash_password("pc", SHA256).value))
+    )
+    (spool / ".00000000000000000002-1.tmp").write_text("{")
+    server = start_amqpd(
+        tmp_path / "data", extra_args=["--config", str(config), "--pid-file", str(pid_file)]
+    )
+    try:
+        guest = _connect(server.port, "guest", "guest", "/")
+        log = Path(server.log_path).read_text()
+        assert log.count("discarded a definitions import left in the spool") == 2
+        assert list(spool.iterdir()) == []
+        assert main(["reload", "--pid-file", str(pid_file)]) == 0
+        _wait_log(server, guest, "reload done")
+        assert "definitions imported" not in Path(server.log_path).read_text()
+        with pytest.raises(pika.exceptions.ProbableAuthenticationError):
+            _connect(server.port, "carol", "pc", "imported")
+        guest.close()
+    finally:
+        assert server.stop() == 0, server.log_tail
+    assert not (tmp_path / "data" / "imported-definitions").exists()
+
+
+def test_spool_clear_removes_every_leftover(tmp_path: Path) -> None:
+    from amqpd.definitions_import import Spool
+
+    assert Spool(tmp_path / "missing").clear() == []
+    spool = Spool(tmp_path / "spool")
+    spool.directory.mkdir()
+    (spool.directory / "b.json").write_text("{}")
+    (spool.directory / ".a.tmp").write_text("{")
+    assert spool.clear() == [".a.tmp", "b.json"]
+    assert spool.pending() == [] and list(spool.directory.iterdir()) == []
+
+
+@pytest.mark.parametrize("running", [False, True])
+def test_export_definitions_into_a_closed_pipe_exits_quietly(tmp_path: Path, running: bool) -> None:
+    # `amqpd export-definitions ... | head -1`: the reader is gone before (or while) the
+    # output is written. No traceback, no "Exception ignored"; exit 141 as a tool killed
+    # by SIGPIPE. The read end is closed before the child writes anything, so every
+    # write fails with EPIPE, whatever the output's size.
+    pid_file = tmp_path / "amqpd.pid"
+    server = (
+        start_amqpd(tmp_path / "data", extra_args=["--pid-file", str(pid_file)])
+        if running
+        else None
+    )
+    args = ["--pid-file", str(pid_file)] if running else []
+    try:
+        read_end, write_end = os.pipe()
+        os.close(read_end)
+        child = subprocess.run(
+            [sys.executable, "-m", "amqpd", "export-definitions", *args],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        os.close(write_end)
+    finally:
+        if server is not None:
+            assert server.stop() == 0, server.log_tail
+    assert (child.returncode, child.stderr) == (141, "")
+
+
+def _other_file_system(tmp_path: Path) -> Path | None:
+    """A directory on another file system than ``tmp_path`` (/dev/shm), if there is one."""
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or os.stat(shm).st_dev == os.stat(tmp_path).st_dev:
+        return None
+    return shm
+
+
+def test_settle_copies_across_file_systems_and_always_empties_the_spool(tmp_path: Path) -> None:
+    import shutil
+    import uuid
+
+    from amqpd.definitions_import import Spool
+
+    other = _other_file_system(tmp_path)
+    if other is None:
+        pytest.skip("no second file system (/dev/shm) to put the spool on")
+    spool = Spool(other / f"amqpd-test-spool-{uuid.uuid4().hex}")
+    try:
+        spool.directory.mkdir()
+        file = spool.directory / "1.json"
+        file.write_text('{"vhosts": [{"name": "v"}]}')
+        keep = tmp_path / "data" / "imported-definitions"
+        assert spool.settle(file, keep) is None  # rename fails with EXDEV: copied
+        assert (keep / "1.json").read_text() == '{"vhosts": [{"name": "v"}]}'
+        assert list(spool.directory.iterdir()) == [] and [p.name for p in keep.iterdir()] == [
+            "1.json"
+        ]
+        # Keeping fails (the place is a file): reported, and the spool is emptied anyway.
+        file.write_text("{}")
+        blocked = tmp_path / "blocked"
+        blocked.write_text("")
+        problem = spool.settle(file, blocked)
+        assert problem is not None and "cannot keep it in" in problem
+        assert spool.pending() == []
+    finally:
+        shutil.rmtree(spool.directory, ignore_errors=True)

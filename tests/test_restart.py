@@ -303,3 +303,23 @@ def test_a_backlog_beyond_the_memory_budget_is_paged_and_survives_a_restart(
     conn.close()
     assert bodies == [b"%d" % i + b"." * 1000 for i in range(300)]
     assert server.stop() == 0
+
+
+def test_a_new_data_directory_is_logged_as_empty_not_as_a_crash(
+    data_dir: Path, servers: list[AmqpdServer]
+) -> None:
+    server = start_amqpd(data_dir)
+    servers.append(server)
+    conn, ch = _channel(server)
+    ch.queue_declare("q", durable=True)  # type: ignore[attr-defined]
+    ch.confirm_delivery()  # type: ignore[attr-defined]
+    ch.basic_publish("", "q", b"1", PERSISTENT)  # type: ignore[attr-defined]
+    conn.close()
+    first = server.log_path.read_text()
+    assert "recovered data directory: empty" in first and "empty=True" in first
+    assert "clean_shutdown" not in first
+    assert server.stop() == 0
+    server = start_amqpd(data_dir)
+    servers.append(server)
+    assert "clean_shutdown=True" in server.log_path.read_text()
+    assert _drain(server, "q") == [(1, False)]  # nothing marked redelivered

@@ -177,3 +177,42 @@ def test_a_torn_stream_tail_is_cut_and_reported(data_dir: Path, servers: list[Am
     assert "recovered stream after cutting off a damaged tail" in server.log_path.read_text()
     assert [b for _, b in _replay(server, "s")] == [b"%d" % i for i in range(9)]
     assert server.stop() == 0
+
+
+def _policy_config(path: Path, definition: str | None) -> Path:
+    lines = []
+    if definition is not None:
+        lines += ["[[policies]]", 'name = "retention"', 'pattern = "^s$"']
+        lines += ['apply_to = "queues"', f"definition = {{ {definition} }}"]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_a_stream_keeps_the_segment_size_a_policy_gave_it_across_a_restart(
+    data_dir: Path, servers: list[AmqpdServer], tmp_path: Path
+) -> None:
+    # Declared under a 1000-byte segment policy: 600-byte bodies fill a segment every two
+    # messages, and each later segment starts with a tracking chunk (offsets 2, 5, ...).
+    config = _policy_config(tmp_path / "amqpd.toml", '"stream-max-segment-size-bytes" = 1000')
+    server = start_amqpd(data_dir, extra_args=["--config", str(config)])
+    servers.append(server)
+    conn, ch = _channel(server)
+    ch.queue_declare("s", durable=True, arguments={"x-queue-type": "stream"})  # type: ignore[attr-defined]
+    ch.confirm_delivery()  # type: ignore[attr-defined]
+    for i in range(3):
+        ch.basic_publish("", "s", b"%d" % i + b"x" * 599)  # type: ignore[attr-defined]
+    conn.close()
+    assert server.stop() == 0
+    assert (data_dir / "streams" / "%2F" / "s" / "segment-size").read_text() == "1000"
+    # Restarted without the policy: the stream still rolls at 1000 bytes (RabbitMQ keeps
+    # a stream's segment size), while a new policy's byte limit applies to it.
+    _policy_config(config, '"max-length-bytes" = 100000')
+    server = start_amqpd(data_dir, extra_args=["--config", str(config)])
+    servers.append(server)
+    conn, ch = _channel(server)
+    ch.confirm_delivery()  # type: ignore[attr-defined]
+    for i in range(3, 5):
+        ch.basic_publish("", "s", b"%d" % i + b"x" * 599)  # type: ignore[attr-defined]
+    conn.close()
+    replayed = _replay(server, "s")
+    assert [offset for offset, _ in replayed] == [0, 1, 3, 4, 6]

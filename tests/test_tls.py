@@ -150,8 +150,10 @@ def _connect_external(port: int, certs: Path) -> pika.BlockingConnection:
 
 
 def test_external_mechanism_logs_in_the_certificates_cn(tmp_path, certs):
-    # The client certificate's CN is "guest" (gen_certs' default).
-    server, port = _start(tmp_path, _config(certs, "verify_peer = true\n") + _EXTERNAL)
+    # The client certificate's CN is "guest" (gen_certs' default); common_name must be
+    # asked for, as in RabbitMQ (ssl_cert_login_from = common_name).
+    login = 'ssl_cert_login_from = "common_name"\n'
+    server, port = _start(tmp_path, _config(certs, "verify_peer = true\n") + _EXTERNAL + login)
     try:
         _round_trip(_connect_external(port, certs))
     finally:
@@ -176,3 +178,40 @@ def test_external_is_offered_only_with_a_client_certificate():
     config = ConnectionConfig(auth_mechanisms=("PLAIN", "EXTERNAL"))
     assert offered_mechanisms(config, has_peer_certificate=False) == ("PLAIN",)
     assert offered_mechanisms(config, has_peer_certificate=True) == ("PLAIN", "EXTERNAL")
+
+
+_DN = "CN=guest,O=amqpd development"  # gen_certs' client subject, as RabbitMQ writes it
+
+
+def test_external_names_the_user_by_the_distinguished_name_by_default(tmp_path, certs):
+    users = (
+        f'[users."{_DN}"]\npassword_hash = "cu7Jv11osgRN5SWsBYQOG5xXinU0MXela0ifLA8FHGc3XKeE"\n'
+        f'[[permissions]]\nuser = "{_DN}"\nvhost = "/"\n'
+        'configure = ".*"\nwrite = ".*"\nread = ".*"\n'
+    )
+    server, port = _start(tmp_path, _config(certs, "verify_peer = true\n") + _EXTERNAL + users)
+    try:
+        _round_trip(_connect_external(port, certs))
+    finally:
+        assert server.stop() == 0, server.log_tail
+
+
+def test_by_default_a_user_named_by_the_cn_alone_is_not_the_certificates(tmp_path, certs):
+    # Only guest exists (no [users]): the DN names nobody, as on a default RabbitMQ.
+    server, port = _start(tmp_path, _config(certs, "verify_peer = true\n") + _EXTERNAL)
+    try:
+        with pytest.raises(pika.exceptions.ProbableAuthenticationError):
+            _connect_external(port, certs)
+    finally:
+        assert server.stop() == 0, server.log_tail
+
+
+def test_ssl_cert_login_from_is_checked(certs):
+    from amqpd.session.config import ConnectionConfig
+
+    assert ConnectionConfig().ssl_cert_login_from == "distinguished_name"
+    doc = {"auth": {"ssl_cert_login_from": "subject_alternative_name"}}
+    with pytest.raises(ConfigError, match="auth.ssl_cert_login_from: must be one of"):
+        parse_config(doc, Path("amqpd.toml"))
+    doc = {"auth": {"ssl_cert_login_from": "common_name"}}
+    assert parse_config(doc, Path("amqpd.toml")).connection.ssl_cert_login_from == "common_name"

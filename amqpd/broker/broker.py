@@ -24,6 +24,7 @@ Rules of this module:
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable, Hashable, Iterable
 
 from amqpd.broker.definitions import ApplyReport, Definitions
@@ -61,6 +62,10 @@ class Broker:
         #: Node-wide connection limit (config ``limits.max_connections``); None: no limit.
         self.max_connections: int | None = None
         self._connections: dict[Hashable, tuple[str, str]] = {}  # owner -> (user, vhost)
+        # Open connections per vhost and per user, kept with ``_connections``: the limits
+        # are checked at every connection.open, which must not scan all connections.
+        self._per_vhost: Counter[str] = Counter()
+        self._per_user: Counter[str] = Counter()
         if default_user:
             # RabbitMQ's default user: guest/guest, administrator, loopback only, full
             # access to "/" (rabbit.app default_user / default_permissions).
@@ -202,14 +207,16 @@ class Broker:
             raise NotAllowed(
                 f"connection refused: node connection limit ({self.max_connections}) is reached"
             )
-        in_vhost = sum(1 for _, v in self._connections.values() if v == vhost_name)
-        vhost.limits.check_connection(vhost_name, user.name, in_vhost)
+        vhost.limits.check_connection(vhost_name, user.name, self._per_vhost[vhost_name])
         limits = self.user_limits.get(user.name)
         if limits is not None:
-            limits.check_connection(user.name, len(self.connections_of(user.name)))
+            limits.check_connection(user.name, self._per_user[user.name])
         if self.permissions.get(user.name, vhost_name) is None:
             raise NotAllowed(f"access to vhost '{vhost_name}' refused for user '{user.name}'")
+        self.close_connection(owner)  # an owner reopening replaces its entry
         self._connections[owner] = (user.name, vhost_name)
+        self._per_vhost[vhost_name] += 1
+        self._per_user[user.name] += 1
         return vhost, Access(self.permissions, user.name, vhost_name)
 
     # -- definitions (start and reload) -----------------------------------------------------
@@ -284,7 +291,13 @@ class Broker:
         limits.check_channel(user, sum(counts) + getattr(owner, "channel_count", 0))
 
     def close_connection(self, owner: Hashable) -> None:
-        self._connections.pop(owner, None)
+        entry = self._connections.pop(owner, None)
+        if entry is not None:
+            user, vhost = entry
+            for counts, key in ((self._per_user, user), (self._per_vhost, vhost)):
+                counts[key] -= 1
+                if not counts[key]:
+                    del counts[key]
 
     def connections_of(self, user: str) -> list[Hashable]:
         """Open connections of ``user`` (a reload closes a deleted user's)."""

@@ -26,10 +26,11 @@ Rules of this module:
 from __future__ import annotations
 
 import contextlib
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
-if TYPE_CHECKING:
-    from amqpd.protocol.properties import BasicProperties
+# At module level: ``persistent`` runs for every publish, and an import statement in a
+# function costs a sys.modules lookup on each call.
+from amqpd.protocol.properties import BasicProperties, peek_delivery_mode
 
 
 class BodySource(Protocol):
@@ -91,8 +92,6 @@ class Message:
         """The decoded properties, decoded once and cached."""
         props = self._properties
         if props is None:
-            from amqpd.protocol.properties import BasicProperties
-
             # b"" (no flag word at all) is accepted as "no properties" for convenience.
             raw = self.properties_raw
             props = BasicProperties.decode(raw) if raw else BasicProperties()
@@ -105,8 +104,6 @@ class Message:
         # Read straight from the raw bytes unless the properties are decoded already.
         if self._properties is not None:
             return self._properties.delivery_mode == 2
-        from amqpd.protocol.properties import peek_delivery_mode
-
         raw = self.properties_raw
         return bool(raw) and peek_delivery_mode(raw) == 2
 

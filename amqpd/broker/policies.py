@@ -11,8 +11,10 @@ validators; https://www.rabbitmq.com/docs/parameters#policies):
   fits and whose pattern matches the name; never a merge of several. Among equal
   priorities RabbitMQ takes the first in its table's order (the oracle picked the first by
   name); amqpd takes the first by name, deterministically.
-- What a policy does to a queue is queue_settings.py's (with the queue's arguments); to an
-  exchange, ``Exchange.apply_policy`` (alternate-exchange). The vhost applies them at
+- What a policy does to a queue is queue_settings.py's (with the queue's arguments), to a
+  stream stream.py's ``Retention`` (max-length-bytes, max-age,
+  stream-max-segment-size-bytes; the policy beats the argument there); to an exchange,
+  ``Exchange.apply_policy`` (alternate-exchange). The vhost applies them at
   declare and re-applies them when they change (``VirtualHost.set_policies``).
 - ``max-priority`` is not a policy key in RabbitMQ 3.x (only the ``x-max-priority`` queue
   argument sets it), so a definition naming it is refused.
@@ -55,6 +57,15 @@ def _one_of(*choices: Any) -> Callable[[Any], str | None]:
     return check
 
 
+def _max_age(value: Any) -> str | None:
+    # rabbit_policies: rabbit_amqqueue:check_max_age/1, "<digits><Y|M|D|h|m|s>" above 0.
+    if isinstance(value, str):
+        digits = len(value) - len(value.lstrip("0123456789"))
+        if digits and int(value[:digits]) > 0 and value[digits:] in ("Y", "M", "D", "h", "m", "s"):
+            return None
+    return "must be a max age such as '7D' (a positive integer and one of Y, M, D, h, m, s)"
+
+
 def _ha_params(value: Any) -> str | None:
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
         return None  # ha-mode nodes: a list of node names
@@ -75,6 +86,9 @@ DEFINITION_KEYS: dict[str, Callable[[Any], str | None]] = {
     "queue-version": _one_of(1, 2),
     "delivery-limit": _non_neg_int,
     "queue-master-locator": _one_of("client-local", "min-masters", "random"),
+    # Streams (rabbit_stream_queue:update_stream_conf/2 reads these and max-length-bytes).
+    "max-age": _max_age,
+    "stream-max-segment-size-bytes": _non_neg_int,
     # Classic mirrored queues (the cluster work reads these).
     "ha-mode": _one_of("all", "exactly", "nodes"),
     "ha-params": _ha_params,

@@ -13,6 +13,8 @@ Rules of this module (RabbitMQ 3.13 ``rabbit_amqqueue_process:process_args_polic
 - ``queue-mode`` and ``queue-version`` are accepted and ignored (3.13: every classic queue
   is lazy-like, version 2); ``max-priority`` is not a policy key (refused at validation).
 - Nothing here changes arg equivalence: a redeclare compares the declared arguments only.
+- Stream queues do not use these settings: their retention (stream.py ``Retention``)
+  reads max-length-bytes, max-age and stream-max-segment-size-bytes, policy first.
 - ``QueueSettings`` is the one value the queue's parts are fed from (``expiry.QueueClock``,
   ``length_limits.LengthLimits``, the dead-letter exchange and key); ``Queue.apply_settings``
   re-feeds them when a policy is added, changed or removed.

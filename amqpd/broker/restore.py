@@ -9,6 +9,7 @@ Rules of this module (docs/storage.md "Restoring the broker"):
   if the broker did not stop cleanly: then we cannot know whether a delivery made it to a
   consumer in the moment before the crash, and RabbitMQ promises that redelivered=false
   means "never seen before". Those marks are logged, so they survive the next restart too.
+  An empty log (a new data directory) is not a crash.
 - Declarations go through the vhost as a client's would (same validation), while the vhost
   still has the no-op log, so nothing is logged twice. Something the vhost now refuses
   (an argument a newer version rejects) is skipped and counted, never a crash.
@@ -58,7 +59,8 @@ def recover(broker: Broker, log: DiskDurableLog) -> RestoreResult:
     """Recreate what ``log`` recovered in ``broker`` and attach ``log`` to it."""
     catalog = log.catalog
     result = RestoreResult()
-    crashed = not catalog.clean_shutdown
+    # An empty log (a new data directory) has no CleanShutdown record but was no crash.
+    crashed = not catalog.clean_shutdown and not log.report.empty
     for (vhost_name, name), item in catalog.exchanges.items():
         entry = item.entry
         try:

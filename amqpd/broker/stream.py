@@ -18,9 +18,17 @@ Rules of this module (RabbitMQ 3.13 ``rabbit_stream_queue.erl`` over the osiris 
 - Retention (``osiris_log:evaluate_retention0/2``), per whole segment, never the active
   (newest) one: first ``x-max-length-bytes`` (drop the oldest segment while the total size
   exceeds it), then ``x-max-age`` (drop the oldest segment while its LAST chunk is older
-  than now minus the age). It is evaluated only when a segment fills: RabbitMQ has no
+  than now minus the age). It is evaluated when a segment fills and when a policy change
+  sets new limits (``osiris_log:update_retention/2`` evaluates at once); RabbitMQ has no
   retention timer, so an idle stream keeps its data. A stream can be left with no message
   (only the new segment's tracking chunk) when a full segment alone exceeds the limit.
+- Policies (``update_stream_conf/2``): keys ``max-length-bytes``, ``max-age`` and
+  ``stream-max-segment-size-bytes``; when both a policy and an ``x-`` argument set one,
+  the POLICY wins (``policy_precedence/2``, not the minimum classic queues take). A
+  policy change re-applies the byte and age limits to the running stream; the segment
+  size is fixed when the stream is created (3.13, rabbitmq-server#10498; 3.10 applied a
+  changed one at the stream's next restart). The classic-queue keys (message-ttl,
+  expires, max-length, overflow, dead-lettering) never apply to a stream.
 - Consumers (``StreamReader``): each has its own read position and its own credit (the
   consumer's ``ready()``: basic.qos prefetch); a consumer at the end waits for new
   messages. Acks only give credit back; nothing is ever removed by a consumer, requeued or
@@ -36,8 +44,8 @@ Rules of this module (RabbitMQ 3.13 ``rabbit_stream_queue.erl`` over the osiris 
 - Filtering (3.13): ``x-stream-filter`` consumers get the messages whose
   ``x-stream-filter-value`` header matches (``StreamFilter``).
 - The segment storage is behind ``SegmentStore``: in memory without a data directory, else
-  segment files (stream_disk.py), reopened with the same offsets, timestamps and segment
-  layout at restart; deleting the stream deletes its segments.
+  segment files (stream_disk.py), reopened with the same offsets, timestamps, segment
+  layout and segment size at restart; deleting the stream deletes its segments.
 """
 
 from __future__ import annotations
@@ -131,14 +139,31 @@ class Retention:
     max_age_ms: int | None = None
 
     @classmethod
-    def from_arguments(cls, arguments: Mapping[str, Any]) -> Retention:
-        size: Any = arguments.get("x-stream-max-segment-size-bytes")
-        max_bytes: Any = arguments.get("x-max-length-bytes")
-        age: Any = arguments.get("x-max-age")
+    def from_arguments(
+        cls, arguments: Mapping[str, Any], policy: Policy | None = None
+    ) -> Retention:
+        """The retention a stream declared with ``arguments`` runs with under ``policy``.
+
+        Per key, the policy's value when it sets one, else the argument's
+        (``policy_precedence/2``, rabbitmq-server#3087: unlike a classic queue's limits,
+        which take the lower of the two, so a policy can lengthen a stream's retention).
+        """
+        definition: Mapping[str, Any] = policy.definition if policy is not None else {}
+
+        def pick(key: str, wanted: Callable[[object], bool]) -> Any:
+            value = definition.get(key)
+            if value is not None and wanted(value):
+                return value
+            value = arguments.get("x-" + key)
+            return value if value is not None and wanted(value) else None
+
+        size = pick("stream-max-segment-size-bytes", is_int)
+        max_bytes = pick("max-length-bytes", is_int)
+        age = pick("max-age", is_longstr)
         return cls(
-            max_segment_size=int(size) if is_int(size) else DEFAULT_MAX_SEGMENT_SIZE,
-            max_bytes=int(max_bytes) if is_int(max_bytes) else None,
-            max_age_ms=max_age_ms(age) if is_longstr(age) else None,
+            max_segment_size=int(size) if size is not None else DEFAULT_MAX_SEGMENT_SIZE,
+            max_bytes=int(max_bytes) if max_bytes is not None else None,
+            max_age_ms=max_age_ms(age) if age is not None else None,
         )
 
 
@@ -324,12 +349,20 @@ class SegmentStore(Protocol):
         """The stream was deleted: drop every segment (and its files)."""
         ...
 
+    def kept_segment_size(self, size: int) -> int:
+        """The segment size the stream was created with: the one kept for a reopened
+        stream, else ``size``, kept from now on (a policy may have chosen it)."""
+        ...
+
 
 class MemorySegments:
     """The ``SegmentStore`` of streams without a data directory."""
 
     def recovered(self) -> list[Segment]:
         return []
+
+    def kept_segment_size(self, size: int) -> int:
+        return size  # a stream in memory is never reopened
 
     def open_segment(self, first_offset: int) -> Segment:
         return Segment(first_offset)
@@ -402,6 +435,15 @@ class StreamLog:
     def destroy(self) -> None:
         """The stream was deleted: its segments go (files included)."""
         self._store.destroy()
+
+    def update_retention(self, retention: Retention, now_ms: int) -> None:
+        """New limits (a policy changed): evaluated at once against ``now_ms``, as
+        ``osiris_log:update_retention/2`` triggers an evaluation without waiting for the
+        next roll-over. The segment size stays: a stream keeps the one it was created with
+        (rabbitmq-server#10498), so only the byte and age limits change."""
+        self.retention = attrs.evolve(retention, max_segment_size=self.retention.max_segment_size)
+        self._retention_due = None
+        self._evaluate_retention(now_ms)
 
     def run_retention(self) -> None:
         """Apply the retention evaluation the last segment roll-over asked for, if any."""
@@ -508,10 +550,19 @@ class StreamQueue(Queue):
             arguments=arguments,
             queue_type="stream",
             now=now,
-            policy=policy,
+            # The classic-queue policy keys (TTL, expires, length limits, DLX) never apply
+            # to a stream: the base queue runs without the policy, retention reads it.
+            policy=None,
         )
+        self.policy = policy
         self.wall_clock = wall_clock
-        self.log = StreamLog(Retention.from_arguments(self.arguments), store)
+        retention = Retention.from_arguments(self.arguments, policy)
+        if store is not None:
+            # A reopened stream keeps the segment size it was created with, whatever the
+            # policy says now (RabbitMQ keeps it in the stream's coordinator state).
+            kept = store.kept_segment_size(retention.max_segment_size)
+            retention = attrs.evolve(retention, max_segment_size=kept)
+        self.log = StreamLog(retention, store)
         self._readers: dict[int, StreamReader] = {}  # id(consumer) -> reader, in order
         self._stream_delivered = 0
 
@@ -519,11 +570,16 @@ class StreamQueue(Queue):
         return int(self.wall_clock() * 1000)
 
     def apply_policy(self, policy: Policy | None, now: float | None = None) -> None:
-        # Not yet: RabbitMQ applies max-age, max-length-bytes and
-        # stream-max-segment-size-bytes policies to streams; amqpd's retention reads the
-        # declared arguments only. The classic-queue keys (TTL, length limits, DLX) never
-        # apply to a stream, so the queue's own re-application is skipped entirely.
+        """The policy changed: its max-length-bytes and max-age apply to the running
+        stream at once (rabbit_stream_queue:policy_changed/1 → the coordinator's
+        update_retention); the segment size stays the one the stream was created with.
+        The classic-queue keys never apply to a stream, so the base queue's
+        re-application is skipped entirely."""
         self.policy = policy
+        if self.deleted:
+            return
+        self._clock(now)
+        self.log.update_retention(Retention.from_arguments(self.arguments, policy), self.wall_ms())
 
     # -- introspection ----------------------------------------------------------------------
     @property

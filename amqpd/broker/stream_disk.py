@@ -27,6 +27,11 @@ Rules of this module (docs/storage.md "Stream segment files"):
   gets 541, as for any unexpected error) after cutting the partial record off the file; the
   chunk is not in the stream and its offset is used by the next message.
 - Retention removes whole segment files; deleting the stream removes its directory.
+- ``segment-size`` holds the stream's segment size in decimal, written once when the
+  stream is created (temp file, fsync, rename, directory fsync), read when it is
+  reopened: a policy may have set it, and a later policy must not change it. A missing
+  or unreadable one (a data directory from before it, a crash while writing it) is
+  written anew from the size the declaration and policy give at reopen.
 """
 
 from __future__ import annotations
@@ -58,6 +63,7 @@ _MESSAGE_HEAD = struct.Struct("<QqHHI")  # offset, timestamp, len(exchange), len
 _TRACKING = struct.Struct("<Qq")  # offset, timestamp
 CACHE_ENTRIES = 1024
 CACHE_BYTES = 8 * 1024 * 1024
+SEGMENT_SIZE_FILE = "segment-size"
 
 
 def stream_segment_name(first_offset: int) -> str:
@@ -313,6 +319,26 @@ class DiskSegments:
         self._segments.append(segment)
         return segment
 
+    def kept_segment_size(self, size: int) -> int:
+        try:
+            text = self.files.read(SEGMENT_SIZE_FILE).decode("ascii")
+        except (OSError, UnicodeDecodeError):
+            text = ""
+        if text.isdigit():
+            return int(text)
+        temp = SEGMENT_SIZE_FILE + ".tmp"
+        if temp in self.files.list():
+            self.files.remove(temp)  # a crash while writing it: open_append would add to it
+        handle = self.files.open_append(temp)
+        try:
+            handle.write(str(size).encode("ascii"))
+            handle.sync()
+        finally:
+            handle.close()
+        self.files.rename(temp, SEGMENT_SIZE_FILE)
+        self.files.sync_dir()
+        return size
+
     def delete_segment(self, segment: Segment) -> None:
         assert isinstance(segment, DiskSegment)
         segment.close()
@@ -328,7 +354,7 @@ class DiskSegments:
         self._cache.clear()
         self._cache_bytes = 0
         for name in self.files.list():
-            if parse_segment_name(name) is not None:
+            if parse_segment_name(name) is not None or name == SEGMENT_SIZE_FILE:
                 self.files.remove(name)
         if self._on_destroy is not None:
             self._on_destroy()  # the directory itself

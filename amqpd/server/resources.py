@@ -14,6 +14,11 @@ Rules of this module (docs/internals.md "server/"):
   unprivileged process may still write, as RabbitMQ's disk monitor uses ``df``).
 - ``memory_limit(fraction)`` is ``vm_memory_high_watermark`` times total RAM
   (``SC_PHYS_PAGES``; a cgroup limit is not looked at).
+- ``raise_fd_limit()`` runs once at start: every connection costs one file descriptor, and
+  many systems start processes with a soft limit of 1024 while allowing far more (the hard
+  limit), so amqpd raises its soft limit to the hard one, as RabbitMQ's packaging does with
+  ``LimitNOFILE``. Raising the hard limit needs the administrator (README "File
+  descriptors"); the figure is logged so a refused connection storm is explainable.
 """
 
 from __future__ import annotations
@@ -51,6 +56,20 @@ def total_memory() -> int:
 
 def memory_limit(fraction: float) -> int:
     return int(fraction * total_memory())
+
+
+def raise_fd_limit() -> tuple[int, int]:
+    """Raise the soft RLIMIT_NOFILE to the hard limit; returns (old soft, new soft)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+    if wanted <= soft:
+        return soft, soft
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    except (ValueError, OSError):
+        # Some platforms (macOS) refuse values above OPEN_MAX: keep what we have.
+        return soft, soft
+    return soft, wanted
 
 
 def resident_memory() -> int:

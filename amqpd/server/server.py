@@ -20,6 +20,7 @@ import structlog
 import trio
 
 from amqpd.server.broker_timer import BrokerTimer
+from amqpd.server.certificates import login_name
 from amqpd.server.connection_task import READ_SIZE, ConnectionTask, ServedConnection
 from amqpd.server.listeners import bound_address, format_hostport
 from amqpd.session.config import ConnectionConfig
@@ -34,8 +35,9 @@ log = structlog.get_logger("amqpd.server")
 # (now, peer_host) -> a fresh session connection for a newly accepted socket. peer_host is the
 # bare IP address (no port: the session parses it to decide whether the peer is loopback),
 # None for a stream that is not a socket (in-process tests).
-#: ``factory(now, peer_host)``, or ``factory(now, peer_host, peer_certificate_cn)`` for a TLS
-#: client with a verified certificate (the EXTERNAL mechanism's user).
+#: ``factory(now, peer_host)``, or ``factory(now, peer_host, peer_certificate_name)`` for a
+#: TLS client with a verified certificate (the EXTERNAL mechanism's user, as
+#: ``ssl_cert_login_from`` forms it: server/certificates.py).
 ConnectionFactory = Callable[..., ServedConnection]
 
 #: How long a TLS client has for its handshake before the AMQP one starts (RabbitMQ's
@@ -156,7 +158,8 @@ class Server:
                 log.info("TLS handshake failed", conn=conn_id, peer=peer, error=repr(exc))
                 await trio.aclose_forcefully(stream)
                 return
-            peer_cn = _certificate_cn(stream)
+            connection = self.config.connection or ConnectionConfig()
+            peer_cn = _certificate_login(stream, connection.ssl_cert_login_from)
         try:
             now = trio.current_time()
             conn = (
@@ -248,16 +251,20 @@ def _peer_of(stream: trio.abc.Stream) -> tuple[str | None, str | None]:
     return None, None
 
 
-def _certificate_cn(stream: trio.SSLStream[trio.abc.Stream]) -> str | None:
-    """The CN of the verified client certificate, if any (getpeercert() is {} otherwise)."""
-    cert = stream.getpeercert()
-    if not cert:
+def _certificate_login(stream: trio.SSLStream[trio.abc.Stream], login_from: str) -> str | None:
+    """The EXTERNAL user name of the verified client certificate ("" if it names nobody),
+    None without one.
+
+    ``getpeercert()`` is {} unless the handshake received and verified a certificate; the
+    DER form is read for the name because the dict form loses RabbitMQ's attribute names.
+    """
+    if not stream.getpeercert():
         return None
-    for rdn in cert.get("subject", ()):
-        for key, value in rdn:
-            if key == "commonName":
-                return str(value)
-    return None
+    der = stream.getpeercert(binary_form=True)
+    if not der:
+        return None
+    # "": a certificate that names nobody; EXTERNAL is still offered, and then refused.
+    return login_name(der, login_from) or ""
 
 
 def _set_nodelay(stream: trio.abc.Stream) -> None:

@@ -10,7 +10,8 @@ Rules of this module:
   directory unusable (permissions, an I/O error while recovering) is a ``DataDirError``
   with a message for ``amqpd: error: ...``.
 - The recovery report is always logged, as one line with its counts; damage (a torn or
-  corrupt tail cut off, segments set aside) is a warning naming what was dropped.
+  corrupt tail cut off, segments set aside) is a warning naming what was dropped. An
+  empty log (a new data directory) says so (``empty=True``), not ``clean_shutdown=False``.
 """
 
 from __future__ import annotations
@@ -69,6 +70,10 @@ def open_storage(
     }
     if report.damaged:
         log.warning("recovered data directory after cutting off a damaged tail", **fields)
+    elif report.empty:
+        # No CleanShutdown record because no stop was ever recorded, not because of a
+        # crash: clean_shutdown=False here would read as one.
+        log.info("recovered data directory: empty, a new data directory (not a crash)", empty=True)
     else:
         log.info("recovered data directory", **fields)
     for what in restored.skipped:

@@ -55,6 +55,10 @@ class ConnectionConfig:
     handshake_timeout: float = 10.0
     #: Offered in connection.start, in this order (RabbitMQ auth_mechanisms).
     auth_mechanisms: tuple[str, ...] = ("PLAIN", "AMQPLAIN")
+    #: RabbitMQ ssl_cert_login_from: what of a verified client certificate names the
+    #: EXTERNAL user, "distinguished_name" (the subject, RFC 4514) or "common_name". The
+    #: server derives the name (server/certificates.py); the session only receives it.
+    ssl_cert_login_from: str = "distinguished_name"
     #: How long the server waits for close-ok after a server shutdown's connection.close.
     shutdown_timeout: float = 1.0
     #: rabbit_reader ?SILENT_CLOSE_DELAY: failed handshakes are hung up on after 3 s.

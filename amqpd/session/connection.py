@@ -99,6 +99,7 @@ class _State(enum.Enum):
 
 
 _METHOD_IDS = struct.Struct(">HH")
+_BASIC_PUBLISH_IDS = _METHOD_IDS.pack(M.BasicPublish.CLASS_ID, M.BasicPublish.METHOD_ID)
 _PRE_RUNNING = frozenset(
     {_State.HANDSHAKE, _State.STARTING, _State.TUNING, _State.OPENING, _State.SILENT}
 )
@@ -139,7 +140,9 @@ class Connection:
         self.broker = broker
         self.config = config if config is not None else ConnectionConfig()
         self.peer = peer
-        #: The CN of the client's verified TLS certificate (the EXTERNAL mechanism's user).
+        #: The EXTERNAL mechanism's user name from the client's verified TLS certificate
+        #: (its subject DN or CN, per ssl_cert_login_from: server/certificates.py); "" for
+        #: a verified certificate that names nobody; None without one.
         self.peer_certificate = peer_certificate
         self._mechanisms = handshake.offered_mechanisms(self.config, peer_certificate is not None)
         #: Called when output is queued from outside this connection's own calls.
@@ -386,6 +389,8 @@ class Connection:
         if frame.channel != 0 and self._state is not _State.RUNNING:
             return False
         payload = frame.payload
+        if payload.startswith(_BASIC_PUBLISH_IDS):
+            return False  # the method of most frames, checked without building a tuple
         if len(payload) < 4 or _METHOD_IDS.unpack_from(payload, 0) in M.METHODS:
             return False  # short payloads are FrameReader's business (501)
         self._log.error(
@@ -476,6 +481,11 @@ class Connection:
             # rabbit_auth_mechanism_ssl: the response is ignored; the certificate names the
             # user, who must exist (no password is checked).
             assert self.peer_certificate is not None  # EXTERNAL is only offered then
+            if not self.peer_certificate:
+                # A certificate that names nobody (common_name without a CN): offered, then
+                # refused, as rabbit_auth_mechanism_ssl's {refused, none, "no name found"}.
+                self._auth_fail(mechanism, "no name found", now)
+                return
             creds = handshake.Credentials(self.peer_certificate, None)
             user = self.broker.authenticate_external(creds.username)
         else:
@@ -688,7 +698,7 @@ class Connection:
         # when that is shorter than CLOSING_TIMEOUT.
         timeout = self.config.closing_timeout
         if 0 < self.heartbeat < timeout:
-            timeout = self.heartbeat
+            timeout = float(self.heartbeat)
         self._close_at = now + timeout
 
     def _fatal_frame_error(self, err: FrameError, now: float) -> None:

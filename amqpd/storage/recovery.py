@@ -62,6 +62,12 @@ class RecoveryReport:
     def damaged(self) -> bool:
         return self.damage is not None
 
+    @property
+    def empty(self) -> bool:
+        """Nothing was there to recover: a new data directory, not a crash (its
+        ``clean_shutdown`` is False only because no stop was ever recorded)."""
+        return self.segments == 0 and not self.damaged and not self.dropped_segments
+
     def fields(self) -> dict[str, object]:
         """Key-value form for a structured log line."""
         return attrs.asdict(self)

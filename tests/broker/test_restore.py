@@ -204,3 +204,23 @@ def test_server_named_durable_queue_comes_back_under_its_name() -> None:
     log.close()
     broker, log = _start(files)
     assert _bodies(broker.vhosts["/"], name) == [(b"m", False)]
+
+
+def test_an_empty_log_is_a_new_data_directory_not_a_crash() -> None:
+    files = FakeFiles()
+    broker, log = _start(files)
+    assert log.report.empty and not log.report.clean_shutdown  # no stop was ever recorded
+    vh = broker.vhosts["/"]
+    vh.declare_queue("q", durable=True)
+    _publish(vh, "", "q", b"m")
+    log.close()
+    broker, log = _start(files)
+    assert not log.report.empty and log.report.clean_shutdown
+    assert _bodies(broker.vhosts["/"], "q") == [(b"m", False)]
+    # A log with segments but no CleanShutdown record at its end is a crash, and says so.
+    _publish(broker.vhosts["/"], "", "q", b"n")
+    log.commit()
+    files.crash()
+    broker, log = _start(files)
+    assert not log.report.empty and not log.report.clean_shutdown
+    assert _bodies(broker.vhosts["/"], "q") == [(b"m", True), (b"n", True)]

@@ -492,3 +492,23 @@ def test_decoding_with_pika_sanity() -> None:
     data = encode(0, S.Connection.CloseOk())
     assert isinstance(decode_all(data)[0].method, S.Connection.CloseOk)
     assert FakeBroker().authenticate("guest", "guest") is not None
+
+
+def test_external_with_a_certificate_that_names_nobody_is_offered_then_refused() -> None:
+    # rabbit_auth_mechanism_ssl offers EXTERNAL for any verified certificate; one that
+    # names nobody (ssl_cert_login_from = common_name, no CN) is refused at start-ok
+    # ("no name found" in the log), as an unknown user is.
+    from amqpd.session.connection import Connection
+
+    from .conftest import FakeChannel
+
+    config = ConnectionConfig(auth_mechanisms=("PLAIN", "EXTERNAL"))
+    c = Client(config=config)
+    c.conn = Connection(
+        c.broker, now=0.0, config=config, channel_factory=FakeChannel, peer_certificate=""
+    )
+    assert c.feed(HEADER_091)[0].method.mechanisms == b"PLAIN EXTERNAL"
+    frames = c.start_ok(
+        b"", mechanism="EXTERNAL", capabilities={"authentication_failure_close": True}
+    )
+    assert close_of(frames) == (403, REFUSED_TEXT.format("EXTERNAL"), 0, 0)
