@@ -11,8 +11,10 @@ Rules of this module (docs/internals.md "broker/", docs/storage.md):
   (dead-lettering, say) must pass a new Message (they carry new headers anyway).
 - Each durable queue (when a log is attached) has a ``QueueJournal``: the queue calls it
   for the first delivery of a stored message (so it comes back redelivered) and for every
-  way a stored message leaves it for good. Requeues are not logged: a message keeps its
-  place in the log, which is its place in the queue.
+  way a stored message leaves it for good, naming each message by id and the segment of
+  its record (``Message.store_segment``): the log keeps no per-message state of its own.
+  Requeues are not logged: a message keeps its place in the log, which is its place in the
+  queue.
 - A message logged for every queue it was routed to is told where its body is in the log
   (``Message.on_disk``), so paging (paging.py) can drop it from memory once committed.
 """
@@ -28,13 +30,13 @@ import attrs
 from amqpd.broker.message import Message
 from amqpd.protocol.fieldtable import Int64
 from amqpd.protocol.properties import BasicProperties
-from amqpd.storage.bodies import READ_AHEAD
+from amqpd.storage.bodies import READ_AHEAD, file_of
 from amqpd.storage.durable import DurableLog
 
 if TYPE_CHECKING:
     from amqpd.broker.queue import Queue, QueuedMessage
     from amqpd.storage.bodies import BodyReader as BodySource
-    from amqpd.storage.entries import MessagePublished
+    from amqpd.storage.disklog import RecoveredMessage
 
 
 class QueueJournal:
@@ -48,14 +50,21 @@ class QueueJournal:
         self.queue = queue
 
     def delivered(self, entry: QueuedMessage) -> None:
-        store_id = entry.message.store_id
-        if store_id:
-            self._log.messages_delivered(self.vhost, self.queue, (store_id,))
+        message = entry.message
+        if message.store_id:
+            self._log.messages_delivered(
+                self.vhost, self.queue, (message.store_id,), (message.store_segment,)
+            )
 
     def removed(self, entries: Iterable[QueuedMessage]) -> None:
-        ids = [e.message.store_id for e in entries if e.message.store_id]
-        if ids:
-            self._log.messages_removed(self.vhost, self.queue, ids)
+        stored = [e.message for e in entries if e.message.store_id]
+        if stored:
+            self._log.messages_removed(
+                self.vhost,
+                self.queue,
+                [m.store_id for m in stored],
+                [m.store_segment for m in stored],
+            )
 
 
 def enqueue_routed(
@@ -98,7 +107,9 @@ def enqueue_routed(
         if queue.enqueue(message, now) is False:
             accepted = False
             if message.store_id and queue.durable:
-                log.messages_removed(vhost, queue.name, (message.store_id,))
+                log.messages_removed(
+                    vhost, queue.name, (message.store_id,), (message.store_segment,)
+                )
     return accepted
 
 
@@ -175,6 +186,11 @@ class LoggedDelayed:
         self.token = token  # the log's token of the record: on disk once committed
 
     @property
+    def segment(self) -> int:
+        """The log segment of its record (0: not in the log)."""
+        return file_of(self.where) if self.where >= 0 else 0
+
+    @property
     def resident(self) -> bool:
         return self.message is not None
 
@@ -243,14 +259,12 @@ def log_delayed(
 
 
 def restored_delayed(
-    published: MessagePublished, source: BodySource
+    published: RecoveredMessage, source: BodySource
 ) -> tuple[int, tuple[str, ...], LoggedDelayed]:
     """A recovered delayed message's (due wall-clock ms, routing keys, paged-out holder):
-    only its properties (kept by recovery) are decoded; its body is not read."""
+    only its properties (read back from its record) are decoded; its body is not read."""
     due, keys, props = read_delayed(published.properties_raw)
     message = Message(published.exchange, published.routing_key, props.encode(), b"", props)
-    if published.body_at < 0:  # an empty body: recovery kept no place, nothing to page
-        return due, keys, LoggedDelayed(published.id, message)
     message.size = published.body_size
     psize = len(published.properties_raw)
     held = LoggedDelayed(published.id, message, source, published.body_at - 4 - psize, psize)

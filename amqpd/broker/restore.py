@@ -14,10 +14,12 @@ Rules of this module (docs/storage.md "Restoring the broker"):
   still has the no-op log, so nothing is logged twice. Something the vhost now refuses
   (an argument a newer version rejects) is skipped and counted, never a crash.
 - The durable log is attached (broker.attach_durable_log) only at the end.
-- Message bodies are not read: recovery kept where each is in the log, and a restored
-  message reads its body back when it is delivered (paging), so a restart with a backlog
-  larger than memory fits. A delayed message's body is not read either: its schedule
-  entry keeps only its place in the log and reads it back when it is due.
+- Each queue's messages are read back from their records (``DiskDurableLog
+  .recovered_messages``: exchange, routing key, properties, in log order with read-ahead),
+  queue by queue; replay kept only ids and record locations. Message bodies are not read:
+  a restored message reads its body back when it is delivered (paging), so a restart with
+  a backlog larger than memory fits. A delayed message's body is not read either: its
+  schedule entry keeps only its place in the log and reads it back when it is due.
 - A durable delayed exchange's store (``durability.delayed_store``) is not a queue: its
   messages go back to the exchange's schedule (``VirtualHost.restore_delayed``), due at the
   same wall-clock time; those of an exchange that is gone are dropped, and logged so.
@@ -25,25 +27,22 @@ Rules of this module (docs/storage.md "Restoring the broker"):
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from array import array
 from typing import TYPE_CHECKING
 
 import attrs
 
 from amqpd.broker.durability import (
     QueueJournal,
-    delayed_store,
     delayed_store_exchange,
     restored_delayed,
 )
 from amqpd.broker.message import Message
 from amqpd.errors import AMQPError
 from amqpd.storage.disklog import DiskDurableLog
-from amqpd.storage.entries import MessagePublished
 
 if TYPE_CHECKING:
     from amqpd.broker.broker import Broker
-    from amqpd.protocol.properties import BasicProperties
 
 
 @attrs.define
@@ -103,31 +102,39 @@ def recover(broker: Broker, log: DiskDurableLog) -> RestoreResult:
             result.bindings += 1
         except AMQPError as exc:
             result.skipped.append(f"binding of '{b.destination}' to '{b.source}': {exc}")
-    for (vhost_name, name), stored_queue in catalog.queues.items():
+    for vhost_name, name in catalog.queues:
         exchange_name = delayed_store_exchange(name)
         if exchange_name is not None:
-            _restore_delayed(broker, log, vhost_name, exchange_name, stored_queue.messages, result)
+            _restore_delayed(broker, log, vhost_name, exchange_name, name, result)
             continue
         queue = broker.add_vhost(vhost_name).queues.get(name)
         if queue is None:
             continue
         # Attached before the messages go in: a drop-head while refilling is logged.
         queue.journal = QueueJournal(log, vhost_name, name)
-        newly_marked: list[int] = []
-        for msg_id in stored_queue.messages:
-            stored = catalog.messages[msg_id]
-            published = stored.entry
-            assert published is not None, "content is kept until replay_done()"
-            message = _message(log, published, published.properties_raw)
+        marked_ids = array("Q")
+        marked_segments = array("Q")
+        enqueue, bodies = queue.enqueue, log.bodies
+        restored = 0
+        # One pass per message: this loop is the restart's cost per message.
+        for stored in log.recovered_messages(vhost_name, name):
+            msg_id, segment, exchange, routing_key, props, body_at, size, delivered = stored
+            # Its body stays in the log (docs/storage.md "Paging"), read back on delivery.
+            message = Message(exchange, routing_key, props, b"")
+            if size:
+                message.size = size
+                message.on_disk(bodies, body_at)
+                message.drop_body()
             message.store_id = msg_id
-            message.store_segment = stored.segment
-            redelivered = name in stored.delivered
-            if crashed and not redelivered:
-                redelivered = True
-                newly_marked.append(msg_id)
-            queue.enqueue(message, redelivered=redelivered)
-            result.messages += 1
-        log.messages_delivered(vhost_name, name, newly_marked)
+            message.store_segment = segment
+            if crashed and not delivered:
+                delivered = True
+                marked_ids.append(msg_id)
+                marked_segments.append(segment)
+            enqueue(message, redelivered=delivered)
+            restored += 1
+        result.messages += restored
+        log.messages_delivered(vhost_name, name, marked_ids, marked_segments)
     logged = {(vhost_name, name) for vhost_name, name in catalog.queues}
     log.replay_done()
     broker.attach_durable_log(log)
@@ -136,48 +143,30 @@ def recover(broker: Broker, log: DiskDurableLog) -> RestoreResult:
     return result
 
 
-def _message(
-    log: DiskDurableLog,
-    published: MessagePublished,
-    properties_raw: bytes,
-    properties: BasicProperties | None = None,
-) -> Message:
-    """The broker's Message for a recovered record; its body stays in the log when
-    recovery kept only its place (docs/storage.md "Paging"), read back on delivery."""
-    message = Message(
-        published.exchange, published.routing_key, properties_raw, published.body, properties
-    )
-    if published.body_at >= 0:
-        message.size = published.body_size
-        message.on_disk(log.bodies, published.body_at)
-        message.drop_body()
-    return message
-
-
 def _restore_delayed(
     broker: Broker,
     log: DiskDurableLog,
     vhost_name: str,
     exchange_name: str,
-    ids: Iterable[int],
+    store: str,
     result: RestoreResult,
 ) -> None:
     """Hand a durable delayed exchange its pending messages back (due ones go at once)."""
     vhost = broker.add_vhost(vhost_name)
     dropped: list[int] = []
-    for msg_id in ids:
-        published = log.catalog.messages[msg_id].entry
-        assert published is not None, "content is kept until replay_done()"
-        # Only the properties (in memory since recovery) are decoded; the body stays in
+    segments: list[int] = []
+    for stored in log.recovered_messages(vhost_name, store):
+        # Only the properties (read back from the record) are decoded; the body stays in
         # the log until the message is due (durability.LoggedDelayed).
-        due_wall_ms, routing_keys, held = restored_delayed(published, log.bodies)
+        due_wall_ms, routing_keys, held = restored_delayed(stored, log.bodies)
         if vhost.restore_delayed(exchange_name, routing_keys, held, due_wall_ms):
             result.delayed += 1
         else:
-            dropped.append(msg_id)
+            dropped.append(stored.id)
+            segments.append(stored.segment)
     if dropped:
         result.skipped.append(
             f"{len(dropped)} delayed message(s) of exchange '{exchange_name}' in vhost "
             f"'{vhost_name}': the exchange is gone"
         )
-        log.messages_removed(vhost_name, delayed_store(exchange_name), dropped)
+        log.messages_removed(vhost_name, store, dropped, segments)

@@ -927,7 +927,7 @@ class VirtualHost:
             enqueue_routed(self.durable, self.name, message, queues, now)
             if isinstance(holder, LoggedDelayed):
                 self.durable.messages_removed(
-                    self.name, delayed_store(exchange.name), (holder.store_id,)
+                    self.name, delayed_store(exchange.name), (holder.store_id,), (holder.segment,)
                 )
 
     # -- dead-lettering ---------------------------------------------------------------------

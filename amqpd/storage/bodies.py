@@ -33,11 +33,17 @@ SPILL_BUFFER = 256 * 1024
 SPILL_SUFFIX = ".spill"
 _SHIFT = 40  # offsets below 1 TiB; segments are 8 MiB, spill files 64 MiB
 _MASK = (1 << _SHIFT) - 1
+LOCATION_SHIFT = _SHIFT
 _MAX_OPEN = 64
 
 
 def location(number: int, offset: int) -> int:
     return number << _SHIFT | offset
+
+
+def file_of(where: int) -> int:
+    """The file (segment) number of a ``location``."""
+    return where >> _SHIFT
 
 
 def spill_name(number: int) -> str:

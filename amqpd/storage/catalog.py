@@ -1,28 +1,40 @@
 """Catalog: what the durable log says exists, and which records keep which segments alive.
 
-Rules of this module (docs/storage.md "Replay and liveness"):
-- ``apply(entry, segment)`` is the one interpretation of a record. It runs for every record
-  appended at run time and for every record replayed at start, so the liveness the log is
-  told (pin / release / depend) and the state replay rebuilds can never disagree.
-- A record that creates something (a declare, a binding, a message) pins its segment while
-  that thing lives; one that ends something (a delete, an unbind, a removal, a delivered
-  marker) depends on the segments of what it refers to, so it stays on disk exactly as long
-  as the records it cancels do.
+Rules of this module (docs/storage.md "Replay and liveness", "Reclamation"):
+- ``apply(entry, segment)`` interprets a replayed record; at run time the durable log calls
+  ``apply`` for declarations and deletions and ``hold`` / ``settle`` for messages, with the
+  segments the broker names. Both paths tell the log the same liveness (pin / release /
+  depend), so what replay rebuilds and what run time kept alive can never disagree.
+- A record that creates something (a declare, a binding) pins its segment while that thing
+  lives; a message pins its record's segment once per durable queue holding it, and its
+  removal from a queue releases that pin. One that ends something (a delete, an unbind, a
+  removal, a delivered marker) depends on the segments of what it refers to, so it stays on
+  disk exactly as long as the records it cancels do.
+- No per-message state at run time: per durable queue (a delayed exchange's store counts
+  as one) the catalog keeps only how many of the queue's messages each segment holds. The
+  broker knows each message's segment (``Message.store_segment``) and passes it along with
+  the id. Deleting a queue releases all its pins at once.
+- While replaying, per queue: compact arrays of ids, record locations and sizes, in log
+  order (= id order: ids are handed out increasing), and a flag byte each (delivered,
+  removed), so a removal is found by bisect; never the content. ``end_replay`` switches to
+  run time; ``replay_done`` drops the arrays once the broker has read the messages back.
 - Deleting a queue or an exchange also ends its bindings (and a queue's messages), as the
   broker's vhost does; the broker logs only the delete.
 - Entities are keyed by (vhost, name); a record naming something that does not exist (a
   binding to a queue deleted earlier, an ack of an unknown id) changes nothing: log order
   makes that exactly what happened at run time.
-- Message content (properties, body) is kept only while replaying (``keep_content``); at
-  run time the broker holds the messages and the catalog only their ids and segments.
 - ``amq.*`` exchanges are predeclared in every vhost and never logged; they always exist.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, Generic, Protocol, TypeVar
+import heapq
+from array import array
+from bisect import bisect_left
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 
+from amqpd.storage.bodies import LOCATION_SHIFT as SEGMENT_SHIFT
 from amqpd.storage.entries import (
     BindingAdded,
     BindingRemoved,
@@ -30,7 +42,6 @@ from amqpd.storage.entries import (
     Entry,
     ExchangeDeclared,
     ExchangeDeleted,
-    MessagePublished,
     MessagesDelivered,
     MessagesRemoved,
     QueueDeclared,
@@ -44,11 +55,52 @@ K = TypeVar("K")
 class Liveness(Protocol):
     """What the catalog tells the segment log (log.SegmentLog implements it)."""
 
-    def pin(self, segment: int) -> None: ...
+    def pin(self, segment: int, count: int = 1) -> None: ...
 
-    def release(self, segment: int) -> None: ...
+    def release(self, segment: int, count: int = 1) -> None: ...
 
     def depend(self, segment: int, targets: set[int]) -> None: ...
+
+
+class ReplayLiveness:
+    """Liveness gathered during replay, before the segment log exists: net pins per
+    segment and the distinct (record segment, targets) dependencies (a thousand acks in one
+    segment of messages in another are one dependency), handed over by ``transfer``."""
+
+    def __init__(self) -> None:
+        self.live: dict[int, int] = {}
+        self.depends: set[tuple[int, frozenset[int]]] = set()
+
+    def pin(self, segment: int, count: int = 1) -> None:
+        self.live[segment] = self.live.get(segment, 0) + count
+
+    def release(self, segment: int, count: int = 1) -> None:
+        self.live[segment] = self.live.get(segment, 0) - count
+
+    def depend(self, segment: int, targets: set[int]) -> None:
+        targets.discard(segment)
+        if targets:
+            self.depends.add((segment, frozenset(targets)))
+
+    def transfer(self, log: Liveness) -> None:
+        for segment, count in self.live.items():
+            assert count >= 0, "released more than pinned"
+            if count:
+                log.pin(segment, count)
+        for segment, targets in sorted(self.depends, key=lambda d: d[0]):
+            log.depend(segment, set(targets))
+
+
+class PublishedAt(NamedTuple):
+    """A ``MessagePublished`` record as replay reads it: who holds it and where it is,
+    not its content (restore reads that back, broker/restore.py). For ``apply``; the
+    durable log's replay calls ``Catalog.published`` with the fields directly."""
+
+    id: int
+    vhost: str
+    queues: tuple[str, ...]
+    where: int  # location of the record (storage.bodies.location), -1 if not known yet
+    size: int  # of the whole record, header included
 
 
 _E = TypeVar("_E", ExchangeDeclared, QueueDeclared, BindingAdded)
@@ -64,55 +116,142 @@ class Declared(Generic[_E]):
         self.segments: list[int] = []
 
 
+DELIVERED = 1
+REMOVED = 2
+_COMPACT_MIN = 4096  # dead entries worth a compaction
+
+
+class ReplayedMessages:
+    """One queue's messages while replaying, in log order: 21 bytes each, no objects.
+
+    ``ids`` is sorted (ids grow in log order), so a removal or a delivered marker finds its
+    message by bisect from ``head`` (everything before it is removed: acks mostly come in
+    order). A removal out of order only sets a flag; the arrays are compacted when most of
+    what they hold is dead, so they stay proportional to the live messages.
+    """
+
+    __slots__ = ("flags", "head", "ids", "removed", "sizes", "where")
+
+    def __init__(self) -> None:
+        self.ids = array("Q")
+        self.where = array("Q")
+        self.sizes = array("I")
+        self.flags = bytearray()
+        self.head = 0  # every entry before it is removed
+        self.removed = 0  # removed entries from ``head`` on
+
+    def __len__(self) -> int:
+        return len(self.ids) - self.head - self.removed
+
+    def add(self, msg_id: int, where: int, size: int) -> None:
+        self.ids.append(msg_id)
+        self.where.append(where)
+        self.sizes.append(size)
+        self.flags.append(0)
+
+    def find(self, msg_id: int) -> int:
+        """The index of live message ``msg_id``, or -1."""
+        ids = self.ids
+        i = bisect_left(ids, msg_id, self.head)
+        if i < len(ids) and ids[i] == msg_id and not self.flags[i] & REMOVED:
+            return i
+        return -1
+
+    def remove(self, i: int) -> None:
+        flags = self.flags
+        flags[i] |= REMOVED
+        self.removed += 1
+        head, n = self.head, len(flags)
+        while head < n and flags[head] & REMOVED:
+            head += 1
+            self.removed -= 1
+        self.head = head
+        if head >= _COMPACT_MIN and 2 * head > n:
+            for column in (self.ids, self.where, self.sizes, self.flags):
+                del column[:head]
+            self.head = 0
+        elif self.removed >= _COMPACT_MIN and 2 * self.removed > n - head:
+            self._compact()
+
+    def _compact(self) -> None:
+        keep = [i for i in range(self.head, len(self.flags)) if not self.flags[i] & REMOVED]
+        self.ids = array("Q", [self.ids[i] for i in keep])
+        self.where = array("Q", [self.where[i] for i in keep])
+        self.sizes = array("I", [self.sizes[i] for i in keep])
+        self.flags = bytearray(self.flags[i] for i in keep)
+        self.head = self.removed = 0
+
+    def live_ids(self) -> Iterator[int]:
+        flags = self.flags
+        ids = self.ids
+        for i in range(self.head, len(ids)):
+            if not flags[i] & REMOVED:
+                yield ids[i]
+
+    def __iter__(self) -> Iterator[tuple[int, int, int, bool]]:
+        """``(id, record location, record size, delivered)`` of each live one, in order."""
+        flags, ids, where, sizes = self.flags, self.ids, self.where, self.sizes
+        for i in range(self.head, len(ids)):
+            flag = flags[i]
+            if not flag & REMOVED:
+                yield ids[i], where[i], sizes[i], bool(flag & DELIVERED)
+
+
 class DurableQueue(Declared[QueueDeclared]):
-    __slots__ = ("messages",)
+    __slots__ = ("count", "pins", "replayed")
 
     def __init__(self, entry: QueueDeclared) -> None:
         super().__init__(entry)
-        # Message ids in log (= queue) order; a dict is an ordered set.
-        self.messages: dict[int, None] = {}
-
-
-class StoredMessage:
-    # One per stored message for the life of the broker: tuples, not sets (a set costs
-    # 200+ bytes even empty); a message is on one queue or a handful.
-    __slots__ = ("delivered", "entry", "queues", "segment")
-
-    def __init__(
-        self, segment: int, queues: tuple[str, ...], entry: MessagePublished | None
-    ) -> None:
-        self.segment = segment
-        self.queues = queues  # the durable queues still holding it
-        self.entry = entry
-        self.delivered: tuple[str, ...] = ()  # queues that handed it out (replay only)
+        # segment -> how many of this queue's messages have their record there: all the
+        # run-time catalog knows of messages (module rules).
+        self.pins: dict[int, int] = {}
+        self.count = 0  # messages held (the sum of ``pins``)
+        self.replayed: ReplayedMessages | None = None  # while replaying and restoring
 
 
 _D = TypeVar("_D", Declared[ExchangeDeclared], DurableQueue, Declared[BindingAdded])
 
 
 class Catalog:
-    def __init__(self, liveness: Liveness, *, keep_content: bool = False) -> None:
+    def __init__(self, liveness: Liveness, *, replaying: bool = False) -> None:
         self._live = liveness
-        self.keep_content = keep_content
+        self.replaying = replaying
         self.exchanges: dict[tuple[str, str], Declared[ExchangeDeclared]] = {}
         self.queues: dict[tuple[str, str], DurableQueue] = {}
         self.bindings: dict[BindingKey, Declared[BindingAdded]] = {}
-        self.messages: dict[int, StoredMessage] = {}
         self.max_message_id = 0
         self.clean_shutdown = False
 
-    def forget_content(self) -> None:
-        """Replay is over: drop message bodies and delivered marks (the broker has them)."""
-        self.keep_content = False
-        for message in self.messages.values():
-            message.entry = None
-            message.delivered = ()
+    def end_replay(self, liveness: Liveness) -> None:
+        """Replay is over: from now on records come from the broker, with segments, and
+        liveness goes to ``liveness`` (the segment log). The arrays stay for restore."""
+        self.replaying = False
+        self._live = liveness
+
+    def replay_done(self) -> None:
+        """The broker has read the messages back: drop the replay arrays."""
+        for queue in self.queues.values():
+            queue.replayed = None
+
+    def message_count(self) -> int:
+        """Distinct messages held by the durable queues (a fanout counts once). Exact while
+        the replay arrays exist; afterwards, the copies (the catalog keeps no ids)."""
+        held = [q for q in self.queues.values() if q.count]
+        if len(held) <= 1 or any(q.replayed is None for q in held):
+            return sum(q.count for q in held)
+        count = 0
+        last = -1
+        for msg_id in heapq.merge(*(q.replayed.live_ids() for q in held if q.replayed)):
+            if msg_id != last:
+                count += 1
+                last = msg_id
+        return count
 
     def exchange_exists(self, vhost: str, name: str) -> bool:
         return name.startswith("amq.") or (vhost, name) in self.exchanges
 
-    # -- the one interpretation of every record ---------------------------------------------
-    def apply(self, entry: Entry, segment: int) -> None:
+    # -- interpretation of every record -----------------------------------------------------
+    def apply(self, entry: Entry | PublishedAt | object, segment: int) -> None:
         self.clean_shutdown = isinstance(entry, CleanShutdown)
         handler = _APPLY.get(type(entry))
         if handler is not None:
@@ -188,49 +327,115 @@ class Catalog:
         if queue is not None:
             self._end(queue, targets)
             self._drop_bindings(entry.vhost, entry.name, queue=True, targets=targets)
-            for msg_id in queue.messages:
-                self._drop_ref(msg_id, entry.name, targets)
+            # Its messages go with it: every pin at once.
+            for seg, count in queue.pins.items():
+                self._live.release(seg, count)
+                targets.add(seg)
+            queue.pins = {}
+            queue.count = 0
+            queue.replayed = None
         self._live.depend(segment, targets)
 
-    def _drop_ref(self, msg_id: int, queue: str, targets: set[int]) -> None:
-        message = self.messages[msg_id]
-        message.queues = tuple(q for q in message.queues if q != queue)
-        targets.add(message.segment)
-        if not message.queues:
-            del self.messages[msg_id]
-            self._live.release(message.segment)
+    # -- messages ---------------------------------------------------------------------------
+    def hold(self, vhost: str, queues: Iterable[str], segment: int) -> None:
+        """Run time: a message whose record is in ``segment`` went to ``queues``."""
+        self.clean_shutdown = False
+        count = 0
+        for name in dict.fromkeys(queues):
+            queue = self.queues.get((vhost, name))
+            if queue is not None:
+                queue.pins[segment] = queue.pins.get(segment, 0) + 1
+                queue.count += 1
+                count += 1
+        if count:
+            self._live.pin(segment, count)
 
-    def _published(self, entry: MessagePublished, segment: int) -> None:
-        self.max_message_id = max(self.max_message_id, entry.id)
-        if entry.id in self.messages:
-            return  # ids are unique while alive; a duplicate is a bug we do not amplify
-        vhost = entry.vhost
-        held = [name for name in entry.queues if (vhost, name) in self.queues]
-        if not held:
-            return
-        content = entry if self.keep_content else None
-        self.messages[entry.id] = StoredMessage(segment, tuple(dict.fromkeys(held)), content)
-        self._live.pin(segment)
-        for name in held:
-            self.queues[(vhost, name)].messages[entry.id] = None
+    def settle(
+        self,
+        vhost: str,
+        name: str,
+        segments: Iterable[int],
+        segment: int,
+        *,
+        removed: bool,
+    ) -> None:
+        """Run time: a delivered marker (``removed`` False) or a removal record in
+        ``segment`` for messages of queue ``name`` whose records are in ``segments``."""
+        self.clean_shutdown = False
+        targets: set[int] = set()
+        queue = self.queues.get((vhost, name))
+        if queue is not None:
+            pins = queue.pins
+            for seg in segments:
+                held = pins.get(seg, 0)
+                if held <= 0:
+                    continue  # not held: changes nothing, as at replay
+                targets.add(seg)
+                if removed:
+                    if held == 1:
+                        del pins[seg]
+                    else:
+                        pins[seg] = held - 1
+                    queue.count -= 1
+                    self._live.release(seg)
+        self._live.depend(segment, targets)
+
+    def _published(self, entry: PublishedAt, segment: int) -> None:
+        queues = tuple(dict.fromkeys(entry.queues))
+        self.published(entry.id, entry.vhost, queues, entry.where, entry.size, segment)
+
+    def published(
+        self, msg_id: int, vhost: str, queues: tuple[str, ...], where: int, size: int, segment: int
+    ) -> None:
+        """Replay: a message record (the hot kind: no entry object, no dispatch), on the
+        distinct ``queues`` it names, at ``where`` (``size`` bytes) in ``segment``."""
+        self.clean_shutdown = False
+        if msg_id <= self.max_message_id:
+            return  # ids only grow in the log; a repeat is a bug we do not amplify
+        self.max_message_id = msg_id
+        count = 0
+        for name in queues:
+            queue = self.queues.get((vhost, name))
+            if queue is None:
+                continue
+            replayed = queue.replayed
+            if replayed is None:
+                replayed = queue.replayed = ReplayedMessages()
+            replayed.ids.append(msg_id)  # ReplayedMessages.add, inlined: once per message
+            replayed.where.append(where)
+            replayed.sizes.append(size)
+            replayed.flags.append(0)
+            pins = queue.pins
+            pins[segment] = pins.get(segment, 0) + 1
+            queue.count += 1
+            count += 1
+        if count:
+            self._live.pin(segment, count)
 
     def _settled(self, entry: MessagesDelivered, segment: int, *, removed: bool) -> None:
-        """A delivered marker, or a removal."""
+        """A replayed delivered marker, or a removal: the messages found by id."""
         targets: set[int] = set()
         queue = self.queues.get((entry.vhost, entry.queue))
-        if queue is not None:
-            held = queue.messages
+        replayed = queue.replayed if queue is not None else None
+        if queue is not None and replayed is not None:
+            pins = queue.pins
             for msg_id in entry.ids:
-                if msg_id not in held:
+                i = replayed.find(msg_id)
+                if i < 0:
                     continue
-                if removed:
-                    del held[msg_id]
-                    self._drop_ref(msg_id, entry.queue, targets)
+                seg = replayed.where[i] >> SEGMENT_SHIFT
+                targets.add(seg)
+                if not removed:
+                    replayed.flags[i] |= DELIVERED
                     continue
-                message = self.messages[msg_id]
-                targets.add(message.segment)
-                if self.keep_content and entry.queue not in message.delivered:
-                    message.delivered += (entry.queue,)
+                replayed.remove(i)
+                held = pins[seg]
+                if held == 1:
+                    del pins[seg]
+                else:
+                    pins[seg] = held - 1
+                queue.count -= 1
+                self._live.release(seg)
         if entry.ids:
             # Ids named by surviving records are never handed out again (docs/storage.md).
             self.max_message_id = max(self.max_message_id, max(entry.ids))
@@ -246,7 +451,7 @@ _APPLY: dict[type, Callable[[Catalog, Any, int], None]] = {
     QueueDeleted: Catalog._queue_deleted,
     BindingAdded: Catalog._binding_added,
     BindingRemoved: Catalog._binding_removed,
-    MessagePublished: Catalog._published,
+    PublishedAt: Catalog._published,
     MessagesDelivered: Catalog._delivered,
     MessagesRemoved: Catalog._removed,
 }

@@ -2,11 +2,15 @@
 
 Rules of this module (docs/storage.md):
 - ``open(files)`` recovers: reads the segments (recovery.py, cutting a damaged tail),
-  replays every record through the catalog, reclaims segments that hold only dead records,
-  and keeps the ``RecoveryReport``. The broker then rebuilds itself from ``catalog``
-  (broker/restore.py) and calls ``replay_done()``.
-- Every ``DurableLog`` call appends one record (buffered) and applies it to the catalog;
-  ``on_sync_needed`` fires when the buffer goes from empty to non-empty, so the server's
+  streams every record through the catalog (which keeps ids and record locations, not
+  content), reclaims segments that hold only dead records, and keeps the
+  ``RecoveryReport``. The broker then rebuilds itself from ``catalog`` and
+  ``recovered_messages`` (each live message's record read back, not its body;
+  broker/restore.py) and calls ``replay_done()``.
+- Every ``DurableLog`` call appends one record (buffered) and tells the catalog; message
+  removals and delivered markers come with the segments of the messages' records (the
+  broker's ``Message.store_segment``), which is all the catalog counts. ``on_sync_needed``
+  fires when the buffer goes from empty to non-empty, so the server's
   persister knows to commit.
 - Commit is the segment log's three steps (log.py); ``complete_commit`` returns the
   ``after_commit`` callbacks now due, in the order they were registered, for the caller to
@@ -15,14 +19,13 @@ Rules of this module (docs/storage.md):
 
 from __future__ import annotations
 
+import struct
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, NamedTuple
 
-import attrs
-
-from amqpd.storage.bodies import BodyReader, location
-from amqpd.storage.catalog import Catalog
+from amqpd.storage.bodies import LOCATION_SHIFT, BodyReader, location
+from amqpd.storage.catalog import DELIVERED, REMOVED, Catalog, ReplayLiveness
 from amqpd.storage.durable import CommitCallback, DurableLog, run_callbacks
 from amqpd.storage.entries import (
     BindingAdded,
@@ -38,27 +41,104 @@ from amqpd.storage.entries import (
     QueueDeleted,
     decode_entry,
 )
-from amqpd.storage.files import FileLayer
+from amqpd.storage.files import FileLayer, ReadFile
 from amqpd.storage.log import DEFAULT_SEGMENT_SIZE, Batch, Position, SegmentLog
+from amqpd.storage.record import HEADER as RECORD_HEADER
 from amqpd.storage.record import HEADER_SIZE as RECORD_HEADER_SIZE
-from amqpd.storage.record import Record
-from amqpd.storage.recovery import RecoveryReport, recover_log
+from amqpd.storage.record import Visitor
+from amqpd.storage.recovery import RecoveryReport, replay_log
 from amqpd.storage.segment import segment_name
 
 Callback = Callable[[], None]
+_U16 = struct.Struct("<H")
+_U32 = struct.Struct("<I")
+_U64 = struct.Struct("<Q")
+_PUBLISHED = MessagePublished.KIND
+# Restore reads the records of a backlog in log order: big windows, few preads.
+RESTORE_READ_AHEAD = 1024 * 1024
+_OFFSET_MASK = (1 << LOCATION_SHIFT) - 1
+_CACHE_LIMIT = 4096  # distinct exchange names, routing keys, properties shared at restore
 
 
-def _decode(record: Record) -> Entry:
-    return decode_entry(record.kind, record.payload)
+def _replayer(catalog: Catalog) -> Callable[[int], Visitor]:
+    """The visitor of each segment's records at replay (recovery.replay_log)."""
+    # (vhost, queues) by the raw bytes that encode them: a backlog names the same few.
+    holders: dict[bytes, tuple[str, tuple[str, ...]]] = {}
+    u16, u32, u64 = _U16.unpack_from, _U32.unpack_from, _U64.unpack_from
+    apply, published = catalog.apply, catalog.published
+
+    def visitor(number: int) -> Visitor:
+        base = location(number, 0)
+
+        def visit(data: bytes, offset: int, kind: int, length: int) -> None:
+            start = offset + RECORD_HEADER_SIZE
+            end = start + length
+            if kind != _PUBLISHED:
+                apply(decode_entry(kind, data[start:end]), number)
+                return
+            # A message record: its id, vhost and queues, and where it is, not its
+            # content (docs/storage.md "Replay and liveness"). Exchange, routing key,
+            # properties and body are only checked to fill the payload exactly, as
+            # decode_entry would; restore reads them back (``recovered_messages``).
+            try:
+                (msg_id,) = u64(data, start)
+                pos = start + 10 + u16(data, start + 8)[0]  # vhost
+                (count,) = u16(data, pos)
+                pos += 2
+                for _ in range(count):
+                    pos += 2 + u16(data, pos)[0]
+                raw = data[start + 8 : pos]
+                pos += 2 + u16(data, pos)[0]  # exchange
+                pos += 2 + u16(data, pos)[0]  # routing key
+                pos += 4 + u32(data, pos)[0]  # properties
+                pos += 4 + u32(data, pos)[0]  # body
+            except struct.error as exc:
+                raise ValueError(f"record payload too short: {exc}") from None
+            if pos != end:
+                raise ValueError("bad message record payload")
+            known = holders.get(raw)
+            if known is None:
+                if len(holders) >= _CACHE_LIMIT:
+                    holders.clear()
+                known = holders[raw] = _holders(raw)
+            published(msg_id, known[0], known[1], base | offset, end - offset, number)
+
+        return visit
+
+    return visitor
 
 
-def _locate(entry: Entry, record: Record, segment: int, offset: int) -> Entry:
-    """Recovery keeps where a message's body is, not the body (docs/storage.md "Paging")."""
-    if type(entry) is not MessagePublished or not entry.body:
-        return entry
-    size = len(entry.body)
-    start = offset + RECORD_HEADER_SIZE + len(record.payload) - size
-    return attrs.evolve(entry, body=b"", body_at=location(segment, start), body_size=size)
+def _holders(data: bytes) -> tuple[str, tuple[str, ...]]:
+    """Decode vhost (u16 length + UTF-8) and queue names (u16 count, then each as vhost)."""
+    try:
+        (n,) = _U16.unpack_from(data, 0)
+        vhost = data[2 : 2 + n].decode("utf-8", "surrogatepass")
+        pos = 2 + n
+        (count,) = _U16.unpack_from(data, pos)
+        pos += 2
+        queues = []
+        for _ in range(count):
+            (n,) = _U16.unpack_from(data, pos)
+            queues.append(data[pos + 2 : pos + 2 + n].decode("utf-8", "surrogatepass"))
+            pos += 2 + n
+    except struct.error as exc:
+        raise ValueError(f"record payload too short: {exc}") from None
+    if pos != len(data):
+        raise ValueError("bad message record payload")
+    return vhost, tuple(dict.fromkeys(queues))
+
+
+class RecoveredMessage(NamedTuple):
+    """A live message of a recovered queue, read back from its record (not its body)."""
+
+    id: int
+    segment: int
+    exchange: str
+    routing_key: str
+    properties_raw: bytes
+    body_at: int  # location of the body in the log (also for an empty body)
+    body_size: int
+    delivered: bool  # the log says it was delivered from this queue
 
 
 class DiskDurableLog(DurableLog):
@@ -79,7 +159,11 @@ class DiskDurableLog(DurableLog):
 
     @classmethod
     def open(cls, files: FileLayer, *, segment_size: int = DEFAULT_SEGMENT_SIZE) -> DiskDurableLog:
-        recovered = recover_log(files, _decode, _locate)
+        # Replay streams the records into the catalog one segment at a time; liveness is
+        # gathered until the segment log exists (it needs to know which segments survived).
+        replay = ReplayLiveness()
+        catalog = Catalog(replay, replaying=True)
+        recovered = replay_log(files, _replayer(catalog))
         log = SegmentLog(
             files,
             existing=recovered.segments,
@@ -87,27 +171,128 @@ class DiskDurableLog(DurableLog):
             previous=recovered.last,
             segment_size=segment_size,
         )
-        catalog = Catalog(log, keep_content=True)
-        for segment, entry in recovered.records:
-            catalog.apply(entry, segment)
+        replay.transfer(log)
+        catalog.end_replay(log)
         report = recovered.report
         report.clean_shutdown = catalog.clean_shutdown
         report.exchanges = len(catalog.exchanges)
         report.queues = len(catalog.queues)
         report.bindings = len(catalog.bindings)
-        report.messages = len(catalog.messages)
-        log.commit()  # nothing to write; applies what replay released and reclaims
+        report.messages = catalog.message_count()
+        log.reclaim()  # the segments that hold only dead records
         return cls(log, catalog, report)
 
+    def recovered_messages(self, vhost: str, queue: str) -> Iterator[RecoveredMessage]:
+        """The live messages replay found in ``queue``, in log (= queue) order, each read
+        back from its record (exchange, routing key, properties; not the body): one pass
+        over the segments in ``RESTORE_READ_AHEAD`` windows, holding one window at a time;
+        a record far from the next one wanted is read alone. Until ``replay_done``.
+
+        The checksum was verified by replay moments ago; the kind, size and id are checked
+        again (a mismatch raises OSError: the file changed under us)."""
+        stored = self.catalog.queues.get((vhost, queue))
+        replayed = stored.replayed if stored is not None else None
+        if replayed is None or not len(replayed):
+            return
+        files = self.log.files
+        ids, wheres, sizes, flags = replayed.ids, replayed.where, replayed.sizes, replayed.flags
+        total = len(ids)
+        u16, u32, u64 = _U16.unpack_from, _U32.unpack_from, _U64.unpack_from
+        header = RECORD_HEADER.unpack_from
+        # Backlogs repeat a few exchange names, routing keys and property sets: one object
+        # each instead of one per message.
+        strings: dict[bytes, str] = {}
+        properties: dict[bytes, bytes] = {}
+        numbers: dict[int, int] = {}
+        handle: ReadFile | None = None
+        number = -1
+        window = b""
+        window_at = 0  # offset of ``window`` in segment ``number``
+        try:
+            for i in range(replayed.head, total):
+                flag = flags[i]
+                if flag & REMOVED:
+                    continue
+                where = wheres[i]
+                size = sizes[i]
+                offset = where & _OFFSET_MASK
+                start = offset - window_at
+                if where >> LOCATION_SHIFT != number or start < 0 or start + size > len(window):
+                    if where >> LOCATION_SHIFT != number:
+                        if handle is not None:
+                            handle.close()
+                        number = where >> LOCATION_SHIFT
+                        handle = files.open_read(segment_name(number))
+                    assert handle is not None
+                    following = wheres[i + 1] if i + 1 < total else -1
+                    near = 0 <= following - where < RESTORE_READ_AHEAD
+                    window = handle.pread(offset, max(size, RESTORE_READ_AHEAD) if near else size)
+                    window_at, start = offset, 0
+                    if max(len(strings), len(properties), len(numbers)) > _CACHE_LIMIT:
+                        strings.clear()  # messages that all differ: nothing to share
+                        properties.clear()
+                        numbers.clear()
+                    if len(window) < size:
+                        raise OSError(f"message record at {offset} of segment {number} is cut")
+                msg_id = ids[i]
+                length, _crc, kind = header(window, start)
+                pos = start + RECORD_HEADER_SIZE
+                if kind != _PUBLISHED or length + RECORD_HEADER_SIZE != size:
+                    raise OSError(f"message record {msg_id} changed on disk since replay")
+                if u64(window, pos)[0] != msg_id:
+                    raise OSError(f"message record {msg_id} changed on disk since replay")
+                pos += 10 + u16(window, pos + 8)[0]  # id, vhost
+                (count,) = u16(window, pos)
+                pos += 2
+                for _ in range(count):
+                    pos += 2 + u16(window, pos)[0]
+                (n,) = u16(window, pos)
+                raw = window[pos + 2 : pos + 2 + n]
+                pos += 2 + n
+                exchange = strings.get(raw)
+                if exchange is None:
+                    exchange = strings[raw] = raw.decode("utf-8", "surrogatepass")
+                (n,) = u16(window, pos)
+                raw = window[pos + 2 : pos + 2 + n]
+                pos += 2 + n
+                routing_key = strings.get(raw)
+                if routing_key is None:
+                    routing_key = strings[raw] = raw.decode("utf-8", "surrogatepass")
+                (n,) = u32(window, pos)
+                raw = window[pos + 4 : pos + 4 + n]
+                pos += 4 + n
+                props = properties.get(raw)
+                if props is None:
+                    props = properties[raw] = raw
+                (body_size,) = u32(window, pos)
+                # Sizes repeat too (one int object each, not one per message).
+                body_size = numbers.setdefault(body_size, body_size)
+                yield RecoveredMessage(
+                    msg_id,
+                    number,
+                    exchange,
+                    routing_key,
+                    props,
+                    where + (pos + 4 - start),
+                    body_size,
+                    bool(flag & DELIVERED),
+                )
+        finally:
+            if handle is not None:
+                handle.close()
+
     def replay_done(self) -> None:
-        self.catalog.forget_content()
+        self.catalog.replay_done()
 
     # -- recording --------------------------------------------------------------------------
-    def _append(self, entry: Entry, payload: bytes | None = None) -> Position:
+    def _append(
+        self, entry: Entry, payload: bytes | None = None, *, apply: bool = True
+    ) -> Position:
         log = self.log
         notify = not log.sync_needed
         position = log.append(entry.KIND, entry.encode() if payload is None else payload)
-        self.catalog.apply(entry, position.segment)
+        if apply:
+            self.catalog.apply(entry, position.segment)
         if notify and self.on_sync_needed is not None:
             self.on_sync_needed()
         return position
@@ -188,7 +373,8 @@ class DiskDurableLog(DurableLog):
             msg_id, vhost, tuple(queues), exchange, routing_key, properties_raw, body
         )
         payload = entry.encode()
-        position = self._append(entry, payload)
+        position = self._append(entry, payload, apply=False)
+        self.catalog.hold(vhost, queues, position.segment)
         # The body is the payload's last field: readable there once the record is written.
         start = position.offset + RECORD_HEADER_SIZE + len(payload) - len(body)
         self._last_body = location(position.segment, start)
@@ -197,15 +383,21 @@ class DiskDurableLog(DurableLog):
     def last_body(self) -> tuple[BodyReader, int] | None:
         return self.bodies, self._last_body
 
-    def messages_delivered(self, vhost: str, queue: str, ids: Iterable[int]) -> None:
+    def messages_delivered(
+        self, vhost: str, queue: str, ids: Iterable[int], segments: Iterable[int]
+    ) -> None:
         ids = tuple(ids)
         if ids:
-            self._append(MessagesDelivered(vhost, queue, ids))
+            position = self._append(MessagesDelivered(vhost, queue, ids), apply=False)
+            self.catalog.settle(vhost, queue, segments, position.segment, removed=False)
 
-    def messages_removed(self, vhost: str, queue: str, ids: Iterable[int]) -> None:
+    def messages_removed(
+        self, vhost: str, queue: str, ids: Iterable[int], segments: Iterable[int]
+    ) -> None:
         ids = tuple(ids)
         if ids:
-            self._append(MessagesRemoved(vhost, queue, ids))
+            position = self._append(MessagesRemoved(vhost, queue, ids), apply=False)
+            self.catalog.settle(vhost, queue, segments, position.segment, removed=True)
 
     def after_commit(self, callback: CommitCallback) -> None:
         token = self.log.last_token

@@ -6,8 +6,9 @@ Rules of this module (docs/internals.md "storage/"):
 - The broker calls only for durable things: a durable exchange declared or deleted, a
   durable queue declared or deleted, a binding whose source and destination are both
   durable, a persistent message enqueued on durable queues (``message_published`` returns
-  the message's id), and, for such a message, its first delivery from a queue and its final
-  removal from a queue (ack, reject, purge, drop, expiry, dead-lettering).
+  the message's id; ``last_segment`` then is its record's segment), and, for such a
+  message, its first delivery from a queue and its final removal from a queue (ack,
+  reject, purge, drop, expiry, dead-lettering), with the ids and their records' segments.
 - ``after_commit(callback)``: the callback runs (on the caller's thread) once every record
   logged before the call is on disk. Publisher confirms and tx.commit-ok wait on it. A
   callback may return a follow-up (a channel's ``flush``); the follow-ups of one batch run
@@ -107,10 +108,17 @@ class DurableLog:
     ) -> int:
         return 0
 
-    def messages_delivered(self, vhost: str, queue: str, ids: Iterable[int]) -> None:
+    def messages_delivered(
+        self, vhost: str, queue: str, ids: Iterable[int], segments: Iterable[int]
+    ) -> None:
+        """``segments``: the segment of each message's record (``Message.store_segment``),
+        in the order of ``ids``: all the log's catalog counts (no per-message state)."""
         return None
 
-    def messages_removed(self, vhost: str, queue: str, ids: Iterable[int]) -> None:
+    def messages_removed(
+        self, vhost: str, queue: str, ids: Iterable[int], segments: Iterable[int]
+    ) -> None:
+        """As ``messages_delivered``: the ids and the segments of their records."""
         return None
 
     def after_commit(self, callback: CommitCallback) -> None:

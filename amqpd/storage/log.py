@@ -10,12 +10,14 @@ Rules of this module (docs/storage.md "Group commit", "Reclamation"):
   (caller's thread: bookkeeping, reclamation). One batch at a time. ``Batch.write`` touches
   only the file handles and pending headers of its own segments, which the caller's thread
   leaves alone until ``complete_commit``; ``append`` meanwhile only adds to a new buffer.
-- Liveness is the caller's knowledge, told to the log: ``pin(segment)`` when a live record
-  lands there, ``release(segment)`` when it dies (applied only once the records appended so
-  far are committed, so a death the disk has not seen yet never deletes anything), and
-  ``depend(segment, targets)`` for a record (an ack, a deletion) that must stay on disk as
-  long as any of the segments holding what it killed does. A segment other than the head
-  with no pins and no surviving targets is deleted, and the directory fsynced before any
+- Liveness is the caller's knowledge, told to the log: ``pin(segment, n)`` when live
+  records land there, ``release(segment, n)`` when they die (applied only once the records
+  appended so far are committed, so a death the disk has not seen yet never deletes
+  anything), and ``depend(segment, targets)`` for a record (an ack, a deletion) that must
+  stay on disk as long as any of the segments holding what it killed does; records of one
+  segment with the same targets share one dependency, so the log's bookkeeping grows with
+  segments, not with records. A segment other than the head with no pins and no surviving
+  targets is deleted (at a commit, or ``reclaim``), and the directory fsynced before any
   segment that depended on it can go.
 - After a failed write or fsync the log is ``broken``: nothing more is written, because we
   no longer know what is on disk. Reopening (recovery) is the only way on.
@@ -52,13 +54,14 @@ class _Segment:
 
 
 class _Dependent:
-    """A record that must outlive the segments holding what it killed."""
+    """Records of one segment that must outlive the segments holding what they killed."""
 
-    __slots__ = ("remaining", "segment")
+    __slots__ = ("key", "remaining", "segment")
 
-    def __init__(self, segment: int, remaining: set[int]) -> None:
+    def __init__(self, segment: int, remaining: set[int], key: frozenset[int]) -> None:
         self.segment = segment
         self.remaining = remaining
+        self.key = key
 
 
 class Batch:
@@ -69,7 +72,7 @@ class Batch:
         log: SegmentLog,
         chunks: list[tuple[int, bytearray]],
         token: int,
-        releases: list[int],
+        releases: dict[int, int],
     ) -> None:
         self._log = log
         self.chunks = chunks
@@ -123,8 +126,10 @@ class SegmentLog:
         # Header of each segment not yet created: it names its predecessor and its length.
         self._headers: dict[int, bytes] = {self.head: encode_header(*previous)}
         self._chunks: list[tuple[int, bytearray]] = []
-        self._releases: list[int] = []
+        self._releases: dict[int, int] = {}  # segment -> deaths not yet committed
         self._dependents: dict[int, list[_Dependent]] = {}
+        # (segment, targets) -> the pending dependency: one per distinct pair.
+        self._depending: dict[tuple[int, frozenset[int]], _Dependent] = {}
         self._next_token = 1
         self.committed_token = 0
         self._in_flight: Batch | None = None
@@ -166,18 +171,23 @@ class SegmentLog:
         return self._next_token - 1
 
     # -- liveness ---------------------------------------------------------------------------
-    def pin(self, segment: int) -> None:
-        self._segments[segment].live += 1
+    def pin(self, segment: int, count: int = 1) -> None:
+        self._segments[segment].live += count
 
-    def release(self, segment: int) -> None:
-        self._releases.append(segment)
+    def release(self, segment: int, count: int = 1) -> None:
+        releases = self._releases
+        releases[segment] = releases.get(segment, 0) + count
 
     def depend(self, segment: int, targets: Iterable[int]) -> None:
         remaining = {t for t in targets if t != segment and t in self._segments}
         if not remaining:
             return
+        key = (segment, frozenset(remaining))
+        if key in self._depending:
+            return  # an earlier record of this segment already keeps it for these targets
         self._segments[segment].live += 1
-        dependent = _Dependent(segment, remaining)
+        dependent = _Dependent(segment, remaining, key[1])
+        self._depending[key] = dependent
         for target in remaining:
             self._dependents.setdefault(target, []).append(dependent)
 
@@ -194,7 +204,7 @@ class SegmentLog:
         if not self._chunks and not self._releases:
             return None
         batch = Batch(self, self._chunks, self.last_token, self._releases)
-        self._chunks, self._releases = [], []
+        self._chunks, self._releases = [], {}
         self._in_flight = batch
         return batch
 
@@ -208,8 +218,8 @@ class SegmentLog:
         pending = {n for n, _ in self._chunks}
         for number in [n for n in self._handles if n != self.head and n not in pending]:
             self._handles.pop(number).close()
-        for segment in batch.releases:
-            self._segments[segment].live -= 1
+        for segment, count in batch.releases.items():
+            self._segments[segment].live -= count
         self._reclaim()
         return batch.token
 
@@ -220,6 +230,12 @@ class SegmentLog:
             return self.committed_token
         batch.write()
         return self.complete_commit(batch)
+
+    def reclaim(self) -> None:
+        """Delete the dead segments now (after replay: nothing to commit may follow)."""
+        if self.broken:
+            raise StorageBroken("an earlier write to the data directory failed")
+        self._reclaim()
 
     def _reclaim(self) -> None:
         pending = {n for n, _ in self._chunks}
@@ -249,6 +265,7 @@ class SegmentLog:
                 for dependent in self._dependents.pop(number, ()):
                     dependent.remaining.discard(number)
                     if not dependent.remaining:
+                        del self._depending[(dependent.segment, dependent.key)]
                         seg = self._segments.get(dependent.segment)
                         if seg is not None:
                             seg.live -= 1

@@ -10,6 +10,10 @@ Rules of this module (docs/storage.md "Recovery"):
   after the first bad record is set aside; everything before it is replayed.
 - Never raises for damaged content; only file-system errors (``OSError``) escape, which the
   caller reports as an unusable data directory.
+- ``recover_log`` collects the decoded records (``RecoveredLog.records``); ``replay_log``
+  hands each record to a visitor as its segment is read and keeps none, so replaying a log
+  larger than memory holds two segment files at a time (the one read and its successor,
+  whose header says how long the first one was).
 - The ``RecoveryReport`` says what was read and what was cut, with counts, so the CLI can
   log it; nothing is ever dropped without appearing in it.
 """
@@ -22,8 +26,14 @@ from typing import Generic, TypeVar
 import attrs
 
 from amqpd.storage.files import FileLayer
-from amqpd.storage.record import Record, ScanResult, Stop
-from amqpd.storage.segment import DROPPED_SUFFIX, HEADER_SIZE, parse_segment_name, scan_segment
+from amqpd.storage.record import Record, ScanResult, Stop, Visitor
+from amqpd.storage.segment import (
+    DROPPED_SUFFIX,
+    HEADER_SIZE,
+    parse_segment_name,
+    scan_segment,
+    scan_segment_with,
+)
 
 
 @attrs.define
@@ -92,7 +102,35 @@ def recover_log(
     """Read the log, decoding each record once; a record with a good checksum that
     ``decode`` refuses (raises ValueError) counts as corrupt, like a bad checksum.
     ``locate(value, record, segment, offset)``, if given, may replace each decoded value
-    knowing where its record is (the durable log keeps body locations, not bodies)."""
+    knowing where its record is; it may refuse a record too (ValueError)."""
+    records: list[tuple[int, T]] = []
+
+    def read(data: bytes, number: int) -> tuple[int, Stop, int]:
+        result, decoded = _decoded(scan_segment(data).result, decode, locate, number)
+        records.extend((number, value) for value in decoded)
+        return result.good_end, result.stop, len(decoded)
+
+    return _recover(files, read, records)
+
+
+def replay_log(files: FileLayer, visitor: Callable[[int], Visitor]) -> RecoveredLog[None]:
+    """Read the log as ``recover_log`` does, keeping nothing: each good record goes to
+    ``visitor(segment)(data, offset, kind, length)`` (record.scan_with) in log order, as
+    its segment is read; a ValueError from it makes that record the bad spot."""
+
+    def read(data: bytes, number: int) -> tuple[int, Stop, int]:
+        return scan_segment_with(data, visitor(number))
+
+    return _recover(files, read, [])
+
+
+def _recover(
+    files: FileLayer,
+    read: Callable[[bytes, int], tuple[int, Stop, int]],
+    records: list[tuple[int, T]],
+) -> RecoveredLog[T]:
+    """The walk over the segments; ``read(data, number)`` interprets one segment's records
+    and returns (where its good part ends, why it stopped, how many records it read)."""
     live: list[tuple[int, str]] = []
     highest = 0
     for name in files.list():
@@ -105,17 +143,16 @@ def recover_log(
             live.append((number, name))
     live.sort()
     report = RecoveryReport()
-    records: list[tuple[int, T]] = []
     kept: list[int] = []
     last = (0, 0)
     following = files.read(live[0][1]) if live else b""
     for index, (number, name) in enumerate(live):
         data = following
         following = files.read(live[index + 1][1]) if index + 1 < len(live) else b""
-        result, decoded = _decoded(scan_segment(data).result, decode, locate, number)
-        records.extend((number, value) for value in decoded)
+        good_end, stop, count = read(data, number)
+        report.records += count
         report.segments += 1
-        damage = None if result.stop is Stop.END else result.stop.value
+        damage = None if stop is Stop.END else stop.value
         if damage is None and index + 1 < len(live):
             # Scanned clean; did it lose a tail that ended at a record boundary?
             claim = scan_segment(following[:HEADER_SIZE])
@@ -128,22 +165,21 @@ def recover_log(
             continue
         report.damaged_segment = name
         report.damage = damage
-        report.truncated_at = result.good_end
-        report.bytes_dropped = len(data) - result.good_end
-        if result.good_end < HEADER_SIZE:
+        report.truncated_at = good_end
+        report.bytes_dropped = len(data) - good_end
+        if good_end < HEADER_SIZE:
             files.remove(name)
         else:
-            if result.good_end < len(data):
-                files.truncate(name, result.good_end)
+            if good_end < len(data):
+                files.truncate(name, good_end)
             kept.append(number)
-            last = (number, result.good_end)
+            last = (number, good_end)
         for _, later in live[index + 1 :]:
             report.dropped_records += _count_readable(files.read(later))
             files.rename(later, later.removesuffix(".seg") + DROPPED_SUFFIX)
             report.dropped_segments.append(later)
         files.sync_dir()
         break
-    report.records = len(records)
     return RecoveredLog(records, report, kept, highest + 1, last)
 
 
@@ -157,9 +193,11 @@ def _decoded(
     for index, (offset, record) in enumerate(result.records):
         try:
             value = decode(record)
+            if locate is not None:
+                value = locate(value, record, number, offset)
         except ValueError:
             return ScanResult(result.records[:index], offset, Stop.CORRUPT), values
-        values.append(value if locate is None else locate(value, record, number, offset))
+        values.append(value)
     return result, values
 
 

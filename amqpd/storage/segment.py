@@ -10,6 +10,8 @@ Rules of this module (docs/storage.md "Segments"):
   Segments are append-only;
   once the log moves on to the next one, a segment is never written again, only deleted
   whole when every record in it is dead.
+- ``scan_segment`` collects a segment's records; ``scan_segment_with`` hands each to a
+  visitor instead (record.scan_with), for the durable log's replay.
 - A segment set aside by recovery (it followed a damaged one) is renamed ``*.seg.dropped``
   and never read again; its number is never reused.
 """
@@ -21,7 +23,7 @@ import zlib
 
 import attrs
 
-from amqpd.storage.record import ScanResult, Stop, scan
+from amqpd.storage.record import ScanResult, Stop, Visitor, scan, scan_with
 
 MAGIC = b"AMQPDSG1"  # "amqpd segment, format 1"
 _HEADER = struct.Struct("<8sIQI")
@@ -73,3 +75,12 @@ def scan_segment(data: bytes) -> SegmentScan:
     if magic != MAGIC or crc != _header_crc(previous, previous_length):
         return SegmentScan(ScanResult([], 0, Stop.CORRUPT), 0, 0)
     return SegmentScan(scan(data, HEADER_SIZE), previous, previous_length)
+
+
+def scan_segment_with(data: bytes, visit: Visitor) -> tuple[int, Stop, int]:
+    """``scan_segment`` handing records to ``visit`` (record.scan_with): (good end, stop,
+    records visited)."""
+    head = scan_segment(data[:HEADER_SIZE])
+    if head.result.good_end < HEADER_SIZE:
+        return head.result.good_end, head.result.stop, 0
+    return scan_with(data, HEADER_SIZE, visit)

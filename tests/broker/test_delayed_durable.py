@@ -44,8 +44,9 @@ def _publish(vh: VirtualHost, delay: int, body: bytes, now: float, **props: Any)
     return queues
 
 
-def _store(log: DiskDurableLog) -> list[int]:
-    return list(log.catalog.queues[("/", delayed_store("dx"))].messages)
+def _store(log: DiskDurableLog) -> int:
+    """How many messages the log holds in the exchange's store (all the catalog knows)."""
+    return log.catalog.queues[("/", delayed_store("dx"))].count
 
 
 def test_pending_delayed_messages_survive_a_crash_and_keep_their_due_time() -> None:
@@ -61,7 +62,7 @@ def test_pending_delayed_messages_survive_a_crash_and_keep_their_due_time() -> N
     wall.t = 1003.0  # 3 s of wall time passed while the broker was down
     broker, log = _start(files, wall)
     vh = broker.vhosts["/"]
-    assert len(_store(log)) == 2
+    assert _store(log) == 2
     # Scheduled by the first tick, which brings the monotonic time: due at once.
     assert vh.next_deadline() is not None and vh.next_deadline() <= 0.0
     vh.tick(500.0)
@@ -77,7 +78,7 @@ def test_pending_delayed_messages_survive_a_crash_and_keep_their_due_time() -> N
     assert headers == {"x-delay": -5000, "h": 1}  # our own headers are gone
     assert second.message.properties.delivery_mode == 2
     # Released messages left the store; "late" is persistent on a durable queue: logged.
-    assert _store(log) == []
+    assert _store(log) == 0
     log.commit()
     files.crash()
     broker, log = _start(files, wall)
@@ -109,7 +110,7 @@ def test_the_alternate_exchange_copy_and_the_held_copy_are_logged_apart() -> Non
     log.close()
     broker, log = _start(files, wall)
     vh = broker.vhosts["/"]
-    assert vh.queues["aq"].message_count == 1 and len(_store(log)) == 1
+    assert vh.queues["aq"].message_count == 1 and _store(log) == 1
 
 
 def test_transient_delayed_exchange_keeps_nothing() -> None:

@@ -1,11 +1,15 @@
 """A plain model of what the durable log should recover: queues with ordered message ids.
 
 Shared by the crash-point test and the state-machine test. An op is one DurableLog call;
-``state(ops)`` is what replaying exactly those ops must give.
+``state(ops)`` is what replaying exactly those ops must give. ``Known`` is the broker's side
+of the interface: it remembers each message's segment and which queues hold it, and names
+only held messages in removals and delivered markers, with their segments, as the broker
+does (the log keeps no per-message state of its own).
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 from amqpd.storage.disklog import DiskDurableLog
@@ -14,19 +18,52 @@ Op = tuple[Any, ...]
 State = dict[str, tuple[list[int], frozenset[int]]]  # queue -> (ids in order, delivered ids)
 
 
-def apply_op(log: DiskDurableLog, op: Op) -> None:
+class Known:
+    """What the broker knows of the stored messages: their segments and holders."""
+
+    def __init__(self, log: DiskDurableLog, current: State | None = None) -> None:
+        self.log = log
+        self.segments: dict[int, int] = {}
+        self.held: dict[str, set[int]] = {}
+        if current is not None:
+            self.reset(log, current)
+
+    def reset(self, log: DiskDurableLog, current: State) -> None:
+        """After a reopen: the log now holds ``current`` (segments never move)."""
+        self.log = log
+        self.held = {q: set(ids) for q, (ids, _) in current.items()}
+
+    def pins(self) -> dict[str, Counter[int]]:
+        """Per queue, how many held messages each segment has: what the catalog counts."""
+        return {q: Counter(self.segments[i] for i in ids) for q, ids in self.held.items()}
+
+
+def apply_op(known: Known, op: Op) -> None:
+    log = known.log
     kind = op[0]
     if kind == "declare":
         log.queue_declared("/", op[1], auto_delete=False, arguments={})
+        known.held.setdefault(op[1], set())
     elif kind == "delete":
         log.queue_deleted("/", op[1])
+        known.held.pop(op[1], None)
     elif kind == "publish":
         msg_id = log.message_published("/", op[2], "", "", b"\x00\x00", b"m%d" % op[1])
         assert msg_id == op[1], "ids are handed out in order"
-    elif kind == "deliver":
-        log.messages_delivered("/", op[1], [op[2]])
-    elif kind == "remove":
-        log.messages_removed("/", op[1], [op[2]])
+        known.segments[msg_id] = log.last_segment
+        for q in op[2]:
+            if q in known.held:
+                known.held[q].add(msg_id)
+    elif kind in ("deliver", "remove"):
+        queue, msg_id = op[1], op[2]
+        if msg_id not in known.held.get(queue, ()):
+            return  # the broker never names a message its queue does not hold
+        segment = (known.segments[msg_id],)
+        if kind == "deliver":
+            log.messages_delivered("/", queue, [msg_id], segment)
+        else:
+            log.messages_removed("/", queue, [msg_id], segment)
+            known.held[queue].discard(msg_id)
     else:
         raise AssertionError(op)
 
@@ -56,11 +93,12 @@ def state(ops: list[Op]) -> State:
 
 
 def recovered_state(log: DiskDurableLog) -> State:
+    """What replay found (before ``replay_done``): the catalog's arrays."""
     out: State = {}
     for (_, name), queue in log.catalog.queues.items():
-        ids = list(queue.messages)
-        marked = frozenset(i for i in ids if name in log.catalog.messages[i].delivered)
-        out[name] = (ids, marked)
+        found = list(queue.replayed or ())
+        out[name] = ([i for i, *_ in found], frozenset(i for i, _, _, marked in found if marked))
+        assert queue.count == len(found)
     return out
 
 

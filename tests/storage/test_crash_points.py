@@ -19,7 +19,7 @@ from amqpd.storage.fakefiles import FakeFiles
 from amqpd.storage.log import SegmentLog
 from amqpd.storage.recovery import recover_segments
 
-from .model import Op, apply_op, matching_prefix, recovered_state
+from .model import Known, Op, apply_op, matching_prefix, recovered_state
 
 SEGMENT_SIZE = 400  # small: the workload rolls over and reclaims segments many times
 IN_FLIGHT = 4  # ops appended while a split commit's batch is being written
@@ -57,6 +57,7 @@ def _run(files: FakeFiles) -> tuple[list[Op], int, bool]:
     committed = 0
     try:
         log = DiskDurableLog.open(files, segment_size=SEGMENT_SIZE)
+        known = Known(log)
         split = None
         split_at = in_flight = 0
         for step in SCRIPT:
@@ -72,7 +73,7 @@ def _run(files: FakeFiles) -> tuple[list[Op], int, bool]:
                 split_at, in_flight = len(ops), 0
             else:
                 assert isinstance(step, tuple)
-                apply_op(log, step)
+                apply_op(known, step)
                 ops.append(step)
                 in_flight += 1
                 if split is not None and in_flight == IN_FLIGHT:

@@ -6,8 +6,8 @@ import pytest
 
 from amqpd.storage.fakefiles import FakeFiles
 from amqpd.storage.log import SegmentLog
-from amqpd.storage.record import Record, encode
-from amqpd.storage.recovery import recover_log, recover_segments
+from amqpd.storage.record import Record, Visitor, encode
+from amqpd.storage.recovery import RecoveryReport, recover_log, recover_segments, replay_log
 from amqpd.storage.segment import (
     HEADER_SIZE,
     encode_header,
@@ -173,3 +173,49 @@ def test_unknown_kind_with_good_checksum_counts_as_corrupt() -> None:
     result = recover_log(files, decode)
     assert [p for _, p in result.records] == [b"a"]
     assert result.report.damage == "corrupt"
+
+
+def _replayed(files: FakeFiles) -> tuple[list[tuple[int, bytes]], RecoveryReport]:
+    seen: list[tuple[int, bytes]] = []
+
+    def visitor(number: int) -> Visitor:
+        def visit(data: bytes, offset: int, kind: int, length: int) -> None:
+            seen.append((number, data[offset + 9 : offset + 9 + length]))
+
+        return visit
+
+    return seen, replay_log(files, visitor).report
+
+
+@pytest.mark.parametrize(("name", "cut"), CASES)
+@pytest.mark.parametrize("damage", ["cut", "flip"])
+def test_replay_log_reads_and_cuts_exactly_as_recover_log(name: str, cut: int, damage: str) -> None:
+    """The durable log's replay (records visited in place, none kept) ends the log at the
+    same spot, reports the same and leaves the same files as the collecting recovery."""
+    copies = [_written()[0], _written()[0]]
+    for files in copies:
+        data = files.read(name)
+        if damage == "cut":
+            files.write_raw(name, data[:cut])
+        elif cut < len(data):
+            files.write_raw(name, data[:cut] + bytes([data[cut] ^ 0x40]) + data[cut + 1 :])
+    collected = recover_segments(copies[0])
+    seen, report = _replayed(copies[1])
+    assert seen == [(n, r.payload) for n, r in collected.records]
+    assert report == collected.report
+    assert sorted(copies[0].list()) == sorted(copies[1].list())
+    assert all(copies[0].read(f) == copies[1].read(f) for f in copies[0].list())
+
+
+def test_a_visitor_refusing_a_record_ends_the_log_there() -> None:
+    files, payloads = _written()
+
+    def visitor(number: int) -> Visitor:
+        def visit(data: bytes, offset: int, kind: int, length: int) -> None:
+            if data[offset + 9 : offset + 9 + length] == payloads[5]:
+                raise ValueError("undecodable")
+
+        return visit
+
+    report = replay_log(files, visitor).report
+    assert report.damage == "corrupt" and report.records == 5
