@@ -362,15 +362,19 @@ class DelaySchedule:
             del bucket.resident[order]
             staged.popleft()
 
-    def _advance(self) -> None:
-        """Load buckets until the heap's first entry is the earliest of all (it is due
-        before the horizon, or there are no buckets left)."""
+    def _advance(self, now: float) -> None:
+        """Load the buckets holding entries due by ``now`` that may come before the heap's
+        first (its entries before the horizon always do): afterwards the heap's first
+        entry, if due by ``now``, is the earliest of all."""
         heap, buckets = self._heap, self._buckets
         while buckets and (not heap or heap[0][0] >= self._horizon):
             bucket = buckets[0]
+            if bucket.low > now or (heap and bucket.low > heap[0][0]):
+                return
             if bucket.count > self._max_load and self._split(bucket):
                 continue
             self._load(bucket)
+            heap = self._heap
 
     def _load(self, bucket: _Bucket) -> None:
         """Move a bucket's entries into the heap; the horizon moves to its end."""
@@ -409,7 +413,7 @@ class DelaySchedule:
         bounds = [bucket.lo]
         for j in range(1, _SPLIT):
             b = bucket.low + j * step
-            if bounds[-1] < b <= bucket.high:
+            if max(bounds[-1], bucket.low) < b <= bucket.high:  # each part holds some
                 bounds.append(b)
         if len(bounds) == 1:
             return False
@@ -442,8 +446,17 @@ class DelaySchedule:
         return True
 
     def next_due(self) -> float | None:
-        self._advance()
-        return self._heap[0][0] if self._heap else None
+        """The earliest due time; early (never late) after ``drop_exchange`` emptied the
+        start of a bucket. Reads no bucket: buckets are loaded only when due."""
+        heap = self._heap
+        first = heap[0][0] if heap else None
+        if first is not None and first < self._horizon:
+            return first
+        if self._buckets:
+            low = self._buckets[0].low
+            if first is None or low < first:
+                return low
+        return first
 
     def pop_due(self, now: float) -> list[tuple[Hashable, tuple[str, ...], Held]]:
         """Take every message due at ``now``, in due order (publish order among equals)."""
@@ -452,7 +465,7 @@ class DelaySchedule:
         counts = self._counts
         while True:
             if not heap or heap[0][0] >= self._horizon:
-                self._advance()
+                self._advance(now)
                 heap = self._heap
             if not heap or heap[0][0] > now:
                 break

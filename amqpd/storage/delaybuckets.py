@@ -40,11 +40,15 @@ def bucket_name(number: int) -> str:
 class DelayBuckets:
     """The bucket files of every delayed schedule of one broker (numbers are shared)."""
 
-    def __init__(self, files: FileLayer) -> None:
+    def __init__(
+        self, files: FileLayer, *, buffer_size: int = BUFFER, total_buffer: int = TOTAL_BUFFER
+    ) -> None:
         for name in files.list():
             if name.endswith(SUFFIX):
                 files.remove(name)  # a previous run's: the durable log rebuilds them
         self._files = files
+        self._buffer_size = buffer_size
+        self._total_buffer = total_buffer
         self._next = 0
         self._buffers: dict[int, bytearray] = {}
         self._written: dict[int, int] = {}  # bytes of each bucket already in its file
@@ -68,15 +72,17 @@ class DelayBuckets:
         buffer += _LEN.pack(len(payload))
         buffer += payload
         self._buffered += 4 + len(payload)
-        if len(buffer) >= BUFFER:
+        if len(buffer) >= self._buffer_size:
             self._flush(number)
-        elif self._buffered >= TOTAL_BUFFER:
+        elif self._buffered >= self._total_buffer:
             for n in [n for n, b in self._buffers.items() if b]:
                 self._flush(n)
 
     def records(self, number: int) -> Iterator[bytes]:
-        """Every record of bucket ``number``, in the order appended."""
+        """Every record of bucket ``number``, in the order appended (as of the first
+        record: the caller may append to other buckets meanwhile, flushing buffers)."""
         written = self._written[number]
+        tail = bytes(self._buffers[number])
         if written:
             handle = self._files.open_read(bucket_name(number))
             try:
@@ -101,11 +107,10 @@ class DelayBuckets:
                     raise OSError(f"bucket {number} ends inside a record")
             finally:
                 handle.close()
-        buffer = bytes(self._buffers[number])
         at = 0
-        while at < len(buffer):
-            (size,) = _LEN.unpack_from(buffer, at)
-            yield buffer[at + 4 : at + 4 + size]
+        while at < len(tail):
+            (size,) = _LEN.unpack_from(tail, at)
+            yield tail[at + 4 : at + 4 + size]
             at += 4 + size
 
     def remove(self, number: int) -> None:
