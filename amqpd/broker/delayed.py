@@ -16,12 +16,30 @@ Rules of this module (reference 2.4; rabbitmq-delayed-message-exchange,
   alternate exchange gets a copy at once. When it is due it is routed once through its
   exchange with ``x-delay`` negated (``swap_delay_header``), so a delayed exchange further
   down an exchange-to-exchange path does not delay it again; nothing bound means dropped.
-- ``DelaySchedule`` is a binary heap keyed by (due time, arrival order): O(log n) to add
-  and to take, messages due at the same moment leave in publish order, and a message due in
-  the past is due at once. Time is the caller's ``now`` (seconds, monotonic), never read
-  here. An entry holds the message, or for a durable delayed exchange only its place in
-  the durable log (``durability.LoggedDelayed``, docs/storage.md "Delayed messages"), with
-  the routing keys as a tuple of interned strings.
+- ``DelaySchedule`` orders by (due time, arrival order): messages due at the same moment
+  leave in publish order, and a message due in the past is due at once. Time is the
+  caller's ``now`` (seconds, monotonic), never read here. An entry holds the message, or
+  for a durable delayed exchange only its place in the durable log
+  (``durability.LoggedDelayed``, docs/storage.md "Delayed messages"), with the routing keys
+  as a tuple of interned strings.
+- Without bucket files it is one binary heap (O(log n) to add and to take). With them
+  (``attach``: a broker with a data directory) the heap holds only the entries due before
+  the *horizon*; an entry due later that the codec can write (a paged-out
+  ``LoggedDelayed``) is appended, unsorted, to the time bucket covering its due time
+  (``BUCKET_WIDTH`` seconds on a grid; storage/delaybuckets.py), one whose record is not
+  committed yet waits in its bucket in memory (``spill_paged`` writes it later), and one
+  the codec keeps in memory (a transient exchange's ``Message``, a holder with no place in
+  the log, or any entry once a bucket write failed) goes into the heap whatever its due
+  time. A bucket is read and heapified only when ``now`` reaches its earliest entry, and
+  the horizon moves to its end; one holding more than ``MAX_LOAD`` entries is first split
+  into ``_SPLIT`` buckets by due time (unless all are due at one moment). So an entry is
+  written and read once (plus once per split, a few times at most), costs O(log n)
+  amortised, and the heap holds the entries of one bucket, not all of them.
+- ``next_due`` reads no bucket (each knows its earliest due time): it may be early, never
+  late, after ``drop_exchange`` (the exchange is deleted: its entries leave the heap and the
+  buckets, and a bucket left empty loses its file; records of a deleted exchange still in a
+  file are skipped when read, by its number, so a new exchange of the same name never gets
+  them).
 """
 
 from __future__ import annotations
