@@ -228,6 +228,7 @@ class LoggedDelayed:
 
 _DESCRIPTOR = struct.Struct("<QqIQ")
 _U32 = struct.Struct("<I")
+_CODEC_CACHE = 4096
 
 
 def _pack_strings(out: bytearray, strings: Sequence[str]) -> None:
@@ -262,11 +263,15 @@ class DelayedCodec:
     keys, [the publish's exchange, its routing key], the BCC keys.
     """
 
-    __slots__ = ("source",)
+    __slots__ = ("_decoded", "_encoded", "source")
 
     def __init__(self) -> None:
         # The log's body reader, learnt from the holders written (all of one log).
         self.source: BodySource | None = None
+        # The string part of recent records, both ways: a million entries usually share
+        # a handful of routing keys (caches only, cleared when they grow).
+        self._encoded: dict[tuple[object, ...], bytes] = {}
+        self._decoded: dict[bytes, tuple[tuple[str, ...], str, str, tuple[str, ...]]] = {}
 
     def pageable(self, held: Message | LoggedDelayed) -> int:
         if not isinstance(held, LoggedDelayed) or held.where < 0 or held.source is None:
@@ -276,20 +281,36 @@ class DelayedCodec:
     def encode(self, routing_keys: tuple[str, ...], held: Message | LoggedDelayed) -> bytes:
         assert isinstance(held, LoggedDelayed) and held.message is None
         self.source = held.source
-        out = bytearray(
-            _DESCRIPTOR.pack(held.store_id, held.where, held.properties_size, held.body_size)
+        key = (routing_keys, held.exchange, held.routing_key, held.bcc)
+        strings = self._encoded.get(key)
+        if strings is None:
+            out = bytearray()
+            _pack_strings(out, routing_keys)
+            _pack_strings(out, (held.exchange, held.routing_key))
+            _pack_strings(out, held.bcc)
+            strings = bytes(out)
+            if len(self._encoded) >= _CODEC_CACHE:
+                self._encoded.clear()
+            self._encoded[key] = strings
+        descriptor = _DESCRIPTOR.pack(
+            held.store_id, held.where, held.properties_size, held.body_size
         )
-        _pack_strings(out, routing_keys)
-        _pack_strings(out, (held.exchange, held.routing_key))
-        _pack_strings(out, held.bcc)
-        return bytes(out)
+        return descriptor + strings
 
     def decode(self, data: bytes, at: int) -> tuple[tuple[str, ...], LoggedDelayed]:
         assert self.source is not None, "nothing was written"
         store_id, where, psize, bsize = _DESCRIPTOR.unpack_from(data, at)
-        keys, at = _unpack_strings(data, at + _DESCRIPTOR.size)
-        (exchange, routing_key), at = _unpack_strings(data, at)
-        bcc, _ = _unpack_strings(data, at)
+        raw = data[at + _DESCRIPTOR.size :]
+        strings = self._decoded.get(raw)
+        if strings is None:
+            keys, end = _unpack_strings(raw, 0)
+            (exchange, routing_key), end = _unpack_strings(raw, end)
+            bcc, _ = _unpack_strings(raw, end)
+            strings = (keys, exchange, routing_key, bcc)
+            if len(self._decoded) >= _CODEC_CACHE:
+                self._decoded.clear()
+            self._decoded[raw] = strings
+        keys, exchange, routing_key, bcc = strings
         held = LoggedDelayed.paged(
             store_id, self.source, where, psize, bsize, exchange, routing_key, bcc
         )

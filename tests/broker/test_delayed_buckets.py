@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from amqpd.broker.broker import Broker
 from amqpd.broker.delayed import IN_MEMORY, NOT_YET, PAGEABLE, DelaySchedule
-from amqpd.broker.durability import LoggedDelayed
+from amqpd.broker.durability import DelayedCodec, LoggedDelayed
 from amqpd.broker.message import Message
 from amqpd.broker.restore import recover
 from amqpd.broker.vhost import VirtualHost
@@ -377,3 +377,19 @@ def test_deleting_the_exchange_removes_its_bucket_files() -> None:
     assert _bucket_files(bucket_files) != []
     vh.delete_exchange("dx")
     assert _bucket_files(bucket_files) == [] and len(vh.delayed) == 0
+
+
+def test_the_codec_writes_the_descriptor_and_reads_it_back() -> None:
+    codec = DelayedCodec()
+    source: Any = object()  # only passed along: nothing is read here
+    held = LoggedDelayed.paged(7, source, (3 << 40) | 123, 45, 6789, "dx", "rk-é", ("b1", "b2"))
+    assert codec.pageable(held) == PAGEABLE
+    assert codec.pageable(Message("", "", b"", b"")) == IN_MEMORY
+    data = codec.encode(("rk-é", "cc"), held)
+    for _ in range(2):  # the second time from the caches
+        keys, back = codec.decode(b"head" + data, 4)
+        assert keys == ("rk-é", "cc") and isinstance(back, LoggedDelayed)
+        fields = ("store_id", "where", "properties_size", "body_size", "exchange")
+        assert all(getattr(back, f) == getattr(held, f) for f in fields)
+        assert (back.routing_key, back.bcc, back.source) == ("rk-é", ("b1", "b2"), source)
+        assert back.message is None and not back.resident
