@@ -15,6 +15,9 @@ Rules of this module (docs/internals.md "broker/", docs/storage.md):
   place in the log, which is its place in the queue.
 - A message logged for every queue it was routed to is told where its body is in the log
   (``Message.on_disk``), so paging (paging.py) can drop it from memory once committed.
+- A durable delayed exchange's pending message is a ``LoggedDelayed``; once paged out,
+  ``DelayedCodec`` writes its descriptor (never the message) to the schedule's time
+  buckets (delayed.py) and reads it back as a paged-out holder.
 """
 
 from __future__ import annotations
