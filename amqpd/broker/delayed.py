@@ -177,7 +177,7 @@ class _Bucket:
     """Entries due in [lo, hi): written to bucket file ``number``, or (``resident``, by
     arrival) still in memory until their log record is committed."""
 
-    __slots__ = ("count", "counts", "hi", "high", "lo", "low", "number", "resident")
+    __slots__ = ("count", "counts", "hi", "high", "lo", "low", "number", "resident", "split")
 
     def __init__(self, lo: float, hi: float, number: int) -> None:
         self.lo = lo
@@ -188,6 +188,7 @@ class _Bucket:
         self.low = math.inf  # earliest and latest due time added (split boundaries)
         self.high = -math.inf
         self.resident: dict[int, _Entry] = {}
+        self.split = False  # replaced by parts (its resident entries moved to them)
 
     def note(self, due: float, xid: int) -> None:
         self.count += 1
@@ -256,7 +257,7 @@ class DelaySchedule:
         self._los: list[float] = []
         # (due, arrival) of bucket entries kept resident until their record is committed,
         # in arrival (so log) order: spill_paged writes them out.
-        self._staged: deque[tuple[float, int]] = deque()
+        self._staged: deque[tuple[_Bucket, int, float]] = deque()
         # Exchanges by a small number, which is what a bucket record names: an exchange
         # deleted (drop_exchange) loses its number, so its records are skipped when read.
         self._xids: dict[Hashable, int] = {}
@@ -317,7 +318,7 @@ class DelaySchedule:
                 return False
         else:
             bucket.resident[order] = entry
-            self._staged.append((due, order))
+            self._staged.append((bucket, order, due))
         bucket.note(due, xid)
         return True
 
@@ -361,19 +362,24 @@ class DelaySchedule:
         if not staged or codec is None or store is None:
             return
         while staged:
-            due, order = staged[0]
-            i = bisect.bisect_right(self._los, due) - 1
-            bucket = self._buckets[i] if i >= 0 else None
-            entry = bucket.resident.get(order) if bucket is not None else None
-            if bucket is None or entry is None:
+            bucket, order, due = staged[0]
+            entry = bucket.resident.get(order)
+            if entry is None and bucket.split:
+                # Its bucket was split: the entry moved to the part covering its due time.
+                i = bisect.bisect_right(self._los, due) - 1
+                if i >= 0:
+                    bucket = self._buckets[i]
+                    entry = bucket.resident.get(order)
+            if entry is None:
                 staged.popleft()  # loaded into the heap, or dropped, meanwhile
                 continue
             if codec.pageable(entry[4]) != PAGEABLE or store.broken:
                 return  # the next ones are not committed either (log order)
-            xid = self._xids[entry[2]]
             try:
                 store.append(
-                    bucket.number, _HEAD.pack(due, order, xid) + codec.encode(entry[3], entry[4])
+                    bucket.number,
+                    _HEAD.pack(entry[0], order, self._xids[entry[2]])
+                    + codec.encode(entry[3], entry[4]),
                 )
             except OSError:
                 return  # it stays resident; nothing more is written
@@ -411,6 +417,7 @@ class DelaySchedule:
             loaded.append((due, order, exchange, self._shared_keys(keys), held))
         self._store.remove(bucket.number)
         loaded.extend(bucket.resident.values())
+        bucket.resident = {}  # in the heap now: spill_paged must not find them here
         heap = self._heap
         if heap:
             for entry in loaded:
@@ -454,6 +461,8 @@ class DelaySchedule:
             tile = tiles[bisect.bisect_right(bounds, entry[0]) - 1]
             tile.resident[order] = entry
             tile.note(entry[0], self._xids[entry[2]])
+        bucket.resident = {}
+        bucket.split = True
         store.remove(bucket.number)
         kept = [t for t in tiles if t.count]
         for t in tiles:
