@@ -12,9 +12,10 @@ Rules of this module (docs/storage.md "Delayed messages"):
   for buffers is bounded whatever the number of buckets; no file stays open between
   calls (there may be thousands of buckets). Reads stream a file in ``READ_CHUNK``
   pieces, then the unwritten buffer, so a large bucket is never read into memory at once.
-- A failed write (disk full) makes the store ``broken``: what that bucket had buffered
-  stays in its buffer and is read from there (the file is read only up to the bytes known
-  to be written), and the caller keeps everything else in memory from then on.
+- A failed write (disk full) makes the store ``broken``: the record being appended and
+  what every bucket had buffered stay in the buffers and are read from there (a file is
+  read only up to the bytes known to be written), ``append`` refuses from then on, and
+  the caller keeps every later entry in memory.
 - Synchronous, through a ``FileLayer``: the broker calls it without awaiting, as it reads
   paged bodies (bodies.py).
 """
@@ -65,18 +66,23 @@ class DelayBuckets:
         return self._next
 
     def append(self, number: int, payload: bytes) -> None:
-        """Add one record to bucket ``number``. OSError: the store is broken (see above)."""
+        """Add one record to bucket ``number``. OSError only if the store was already
+        broken (then nothing was added); a write failing now breaks it but the record,
+        like everything buffered, stays readable."""
         if self.broken:
             raise OSError("an earlier write to the delayed-message buckets failed")
         buffer = self._buffers[number]
         buffer += _LEN.pack(len(payload))
         buffer += payload
         self._buffered += 4 + len(payload)
-        if len(buffer) >= self._buffer_size:
-            self._flush(number)
-        elif self._buffered >= self._total_buffer:
-            for n in [n for n, b in self._buffers.items() if b]:
-                self._flush(n)
+        try:
+            if len(buffer) >= self._buffer_size:
+                self._flush(number)
+            elif self._buffered >= self._total_buffer:
+                for n in [n for n, b in self._buffers.items() if b]:
+                    self._flush(n)
+        except OSError:
+            pass  # broken now (_flush): the caller keeps later entries in memory
 
     def records(self, number: int) -> Iterator[bytes]:
         """Every record of bucket ``number``, in the order appended (as of the first
