@@ -18,7 +18,9 @@ Rules of this module:
   for wall-clock fields such as the x-death ``time``, so tests pass a fake one.
 - ``attach_durable_log`` hands the durable log to every vhost, present and future;
   ``attach_paging`` the memory budget for ready bodies (paging.py) likewise;
-  ``attach_stream_dirs`` where stream queues keep their segment files (stream_disk.py).
+  ``attach_stream_dirs`` where stream queues keep their segment files (stream_disk.py);
+  ``attach_delay_buckets`` where delayed schedules keep the entries not due soon
+  (delayed.py; before ``recover``, so restored entries can go there too).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from collections import Counter
 from collections.abc import Callable, Hashable, Iterable
 
 from amqpd.broker.definitions import ApplyReport, Definitions
+from amqpd.broker.durability import DelayedCodec
 from amqpd.broker.limits import UserLimits, VhostLimits
 from amqpd.broker.paging import Paging
 from amqpd.broker.passwords import PasswordHash
@@ -37,6 +40,7 @@ from amqpd.broker.stream import StreamQueue
 from amqpd.broker.users import User, UserTable
 from amqpd.broker.vhost import VirtualHost
 from amqpd.errors import NotAllowed
+from amqpd.storage.delaybuckets import DelayBuckets
 from amqpd.storage.durable import NULL_LOG, DurableLog
 from amqpd.storage.streamdirs import StreamDirs, escape_name
 
@@ -52,6 +56,7 @@ class Broker:
         self.durable: DurableLog = NULL_LOG
         self.paging: Paging | None = None
         self.stream_dirs: StreamDirs | None = None  # stream segment files (stream_disk.py)
+        self.delay_buckets: DelayBuckets | None = None  # delayed schedules' bucket files
         self.vhosts: dict[str, VirtualHost] = {}
         self.policies: dict[tuple[str, str], Policy] = {}
         self.add_vhost("/")
@@ -82,6 +87,8 @@ class Broker:
             vhost.set_policies(p for p in self.policies.values() if p.vhost == name)
             vhost.paging = self.paging
             vhost.stream_dirs = self.stream_dirs
+            if self.delay_buckets is not None:
+                vhost.delayed.attach(self.delay_buckets, DelayedCodec())
         if limits is not None:
             vhost.limits = limits
         return vhost
@@ -106,6 +113,13 @@ class Broker:
         self.stream_dirs = dirs
         for vhost in self.vhosts.values():
             vhost.stream_dirs = dirs
+
+    def attach_delay_buckets(self, buckets: DelayBuckets) -> None:
+        """From now on every vhost's delayed schedule keeps the entries of durable delayed
+        exchanges not due soon in ``buckets``' files (delayed.py; before ``recover``)."""
+        self.delay_buckets = buckets
+        for vhost in self.vhosts.values():
+            vhost.delayed.attach(buckets, DelayedCodec())
 
     def remove_stale_stream_dirs(
         self, durable_queues: Iterable[tuple[str, str]]

@@ -17,16 +17,21 @@ Rules of this module (docs/internals.md "broker/", docs/storage.md):
   queue.
 - A message logged for every queue it was routed to is told where its body is in the log
   (``Message.on_disk``), so paging (paging.py) can drop it from memory once committed.
+- A durable delayed exchange's pending message is a ``LoggedDelayed``; once paged out,
+  ``DelayedCodec`` writes its descriptor (never the message) to the schedule's time
+  buckets (delayed.py) and reads it back as a paged-out holder.
 """
 
 from __future__ import annotations
 
+import struct
 import sys
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from amqpd.broker.delayed import IN_MEMORY, NOT_YET, PAGEABLE
 from amqpd.broker.message import Message
 from amqpd.protocol.fieldtable import Int64
 from amqpd.protocol.properties import BasicProperties
@@ -200,6 +205,32 @@ class LoggedDelayed:
             self.message = None
             self.token = 0  # a small int: no object of its own per entry
 
+    @classmethod
+    def paged(
+        cls,
+        store_id: int,
+        source: BodySource,
+        where: int,
+        properties_size: int,
+        body_size: int,
+        exchange: str,
+        routing_key: str,
+        bcc: tuple[str, ...],
+    ) -> LoggedDelayed:
+        """A paged-out holder from its descriptor (read back from a bucket file)."""
+        held = cls.__new__(cls)
+        held.store_id = store_id
+        held.message = None
+        held.source = source
+        held.where = where
+        held.properties_size = properties_size
+        held.body_size = body_size
+        held.exchange = exchange
+        held.routing_key = routing_key
+        held.bcc = bcc
+        held.token = 0
+        return held
+
     def load(self, *, ahead: bool = False) -> Message:
         """The message as held (its original properties), read back if paged out."""
         message = self.message
@@ -212,6 +243,97 @@ class LoggedDelayed:
         return Message(
             self.exchange, self.routing_key, props.encode(), data[psize + 4 :], props, self.bcc
         )
+
+
+_DESCRIPTOR = struct.Struct("<QqIQ")
+_U32 = struct.Struct("<I")
+_CODEC_CACHE = 4096
+
+
+def _pack_strings(out: bytearray, strings: Sequence[str]) -> None:
+    out += _U32.pack(len(strings))
+    for text in strings:
+        raw = text.encode()
+        out += _U32.pack(len(raw))
+        out += raw
+
+
+def _unpack_strings(data: bytes, at: int) -> tuple[tuple[str, ...], int]:
+    (count,) = _U32.unpack_from(data, at)
+    at += 4
+    out = []
+    for _ in range(count):
+        (size,) = _U32.unpack_from(data, at)
+        at += 4
+        out.append(sys.intern(data[at : at + size].decode()))
+        at += size
+    return tuple(out), at
+
+
+class DelayedCodec:
+    """How a schedule entry of a durable delayed exchange is written to a bucket file
+    (delayed.EntryCodec; docs/storage.md "Delayed messages"): the ``LoggedDelayed``
+    descriptor, never the message. Only a paged-out holder (its record committed) is
+    written; one still resident waits; a transient exchange's ``Message`` and a holder
+    with no place in the log stay in memory.
+
+    Payload after the schedule's own fields: store id u64, where i64, properties size
+    u32, body size u64, then string lists (u32 count, each u32 length + UTF-8): the routing
+    keys, [the publish's exchange, its routing key], the BCC keys.
+    """
+
+    __slots__ = ("_decoded", "_encoded", "source")
+
+    def __init__(self) -> None:
+        # The log's body reader, learnt from the holders written (all of one log).
+        self.source: BodySource | None = None
+        # The string part of recent records, both ways: a million entries usually share
+        # a handful of routing keys (caches only, cleared when they grow).
+        self._encoded: dict[tuple[object, ...], bytes] = {}
+        self._decoded: dict[bytes, tuple[tuple[str, ...], str, str, tuple[str, ...]]] = {}
+
+    def pageable(self, held: Message | LoggedDelayed) -> int:
+        if not isinstance(held, LoggedDelayed) or held.where < 0 or held.source is None:
+            return IN_MEMORY
+        return NOT_YET if held.message is not None else PAGEABLE
+
+    def encode(self, routing_keys: tuple[str, ...], held: Message | LoggedDelayed) -> bytes:
+        assert isinstance(held, LoggedDelayed) and held.message is None
+        self.source = held.source
+        key = (routing_keys, held.exchange, held.routing_key, held.bcc)
+        strings = self._encoded.get(key)
+        if strings is None:
+            out = bytearray()
+            _pack_strings(out, routing_keys)
+            _pack_strings(out, (held.exchange, held.routing_key))
+            _pack_strings(out, held.bcc)
+            strings = bytes(out)
+            if len(self._encoded) >= _CODEC_CACHE:
+                self._encoded.clear()
+            self._encoded[key] = strings
+        descriptor = _DESCRIPTOR.pack(
+            held.store_id, held.where, held.properties_size, held.body_size
+        )
+        return descriptor + strings
+
+    def decode(self, data: bytes, at: int) -> tuple[tuple[str, ...], LoggedDelayed]:
+        assert self.source is not None, "nothing was written"
+        store_id, where, psize, bsize = _DESCRIPTOR.unpack_from(data, at)
+        raw = data[at + _DESCRIPTOR.size :]
+        strings = self._decoded.get(raw)
+        if strings is None:
+            keys, end = _unpack_strings(raw, 0)
+            (exchange, routing_key), end = _unpack_strings(raw, end)
+            bcc, _ = _unpack_strings(raw, end)
+            strings = (keys, exchange, routing_key, bcc)
+            if len(self._decoded) >= _CODEC_CACHE:
+                self._decoded.clear()
+            self._decoded[raw] = strings
+        keys, exchange, routing_key, bcc = strings
+        held = LoggedDelayed.paged(
+            store_id, self.source, where, psize, bsize, exchange, routing_key, bcc
+        )
+        return keys, held
 
 
 def load_delayed(held: Sequence[LoggedDelayed]) -> list[Message]:

@@ -339,6 +339,8 @@ class VirtualHost:
             if exchange.delayed:
                 # Its pending messages go with it (the plugin's are never delivered either).
                 self.durable.queue_deleted(self.name, delayed_store(exchange.name))
+        if exchange.delayed:
+            self.delayed.drop_exchange(exchange)  # and its bucket files
         for dest in exchange.impl.destinations():
             self._forget_source(dest, exchange)  # type: ignore[arg-type]
         exchange.impl.remove_all()
@@ -833,6 +835,7 @@ class VirtualHost:
         committed = self.durable.committed_token
         while unpaged and unpaged[0].token <= committed:
             unpaged.popleft().page_out()
+        self.delayed.spill_paged()  # bucket entries now paged out go to their files
 
     def _arm_page_out(self) -> None:
         # One callback per commit, not per message: it pages out what that commit wrote.

@@ -6,7 +6,9 @@ Rules of this module:
   budget go (emptied at every start; docs/storage.md "Paging"), and ``streams/``, the
   stream queues' segment files (broker/stream_disk.py), attached before recovery so
   recovered streams reopen theirs; directories of streams that no longer exist are
-  removed after it. Anything that makes the
+  removed after it. ``delay-buckets/`` holds the delayed schedules' time buckets
+  (storage/delaybuckets.py; not durable: emptied at every start, attached before
+  recovery, rebuilt from the log). Anything that makes the
   directory unusable (permissions, an I/O error while recovering) is a ``DataDirError``
   with a message for ``amqpd: error: ...``.
 - The recovery report is always logged, as one line with its counts; damage (a torn or
@@ -26,6 +28,7 @@ from amqpd.broker.restore import recover
 from amqpd.broker.stream import StreamQueue
 from amqpd.broker.stream_disk import DiskSegments
 from amqpd.storage.bodies import SpillFiles
+from amqpd.storage.delaybuckets import DelayBuckets
 from amqpd.storage.disklog import DiskDurableLog
 from amqpd.storage.files import OsFiles
 from amqpd.storage.lock import DataDirError
@@ -39,6 +42,7 @@ log = structlog.get_logger("amqpd.storage")
 LOG_DIR = "log"
 SPILL_DIR = "spill"
 STREAMS_DIR = "streams"
+DELAY_BUCKETS_DIR = "delay-buckets"
 
 
 def open_storage(
@@ -54,6 +58,9 @@ def open_storage(
         directory.mkdir(exist_ok=True)
         durable = DiskDurableLog.open(OsFiles(directory))
         broker.attach_stream_dirs(OsStreamDirs(data_dir / STREAMS_DIR))
+        buckets_dir = data_dir / DELAY_BUCKETS_DIR
+        buckets_dir.mkdir(exist_ok=True)
+        broker.attach_delay_buckets(DelayBuckets(OsFiles(buckets_dir)))
         logged_queues = list(durable.catalog.queues)  # before restore changes anything
         restored = recover(broker, durable)
         stale_streams = broker.remove_stale_stream_dirs(logged_queues)
