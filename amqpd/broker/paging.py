@@ -22,15 +22,41 @@ Rules of this module (docs/storage.md "Paging"):
 
 from __future__ import annotations
 
+import math
+import struct
 from collections import deque
 from typing import TYPE_CHECKING
 
+from amqpd.broker.message import Message
+
 if TYPE_CHECKING:
-    from amqpd.broker.message import Message
+    from amqpd.broker.queue import QueuedMessage
     from amqpd.storage.bodies import SpillFiles
+    from amqpd.storage.delta import DeltaFiles
     from amqpd.storage.disklog import DiskDurableLog
 
-DEFAULT_BUDGET = 256 * 1024 * 1024
+DEFAULT_BUDGET = 128 * 1024 * 1024
+#: What one ready entry in memory costs besides its body (the QueuedMessage, its Message,
+#: the properties bytes, routing key and exchange strings, the deque slot): measured with
+#: benchmarks/entry_overhead.py (CPython 3.12, 1 KiB persistent messages, empty routing
+#: key, delivery-mode property only: about 330 B); rounded up for longer keys and headers.
+ENTRY_OVERHEAD = 400
+#: A read-back from a delta brings at most this many entries (and bytes of inline bodies
+#: and properties) into memory: consumers never wait on one read per message, and 1 MB
+#: bodies do not fill RAM.
+CHUNK_ENTRIES = 256
+CHUNK_BYTES = 256 * 1024
+
+# The delta descriptor of a ready entry (little-endian): seq, expires_at (NaN: never),
+# flags (1 redelivered, 2 body in the durable log), store_id, store_segment, body size,
+# lengths of exchange and routing key, count of BCC keys, length of the raw properties;
+# then the body's location in the log (u64) when flag 2; then exchange, routing key, each
+# BCC key (u16 length + UTF-8), the properties and, without flag 2, the body itself.
+_HEAD = struct.Struct("<QdBQIIHHHI")
+_U64 = struct.Struct("<Q")
+_U16 = struct.Struct("<H")
+_REDELIVERED = 1
+_IN_LOG = 2
 
 
 class Paging:
@@ -40,14 +66,120 @@ class Paging:
         *,
         log: DiskDurableLog | None = None,
         spill: SpillFiles | None = None,
+        deltas: DeltaFiles | None = None,
     ) -> None:
         self.budget = budget
         self.log = log
         self.spill = spill
+        self.deltas = deltas
+        # With deltas: what the ready entries in memory cost (``cost``); without: the body
+        # bytes of every ready message, paged out or not.
         self.ready_bytes = 0
+        self.to_delta = 0  # entries written to a delta (statistics)
+        self.from_delta = 0  # entries read back from one
         self.paged_out = 0  # messages whose body left memory (statistics)
         self.spill_failures = 0
         self._pending: deque[tuple[int, Message]] = deque()
+
+    def cost(self, message: Message) -> int:
+        """What a ready entry for ``message`` in memory counts against the budget."""
+        if self.deltas is None:
+            return message.size
+        return ENTRY_OVERHEAD + message.size if message.resident else ENTRY_OVERHEAD
+
+    def over(self, cost: int) -> bool:
+        return self.ready_bytes + cost > self.budget
+
+    def wait_token(self, message: Message) -> int:
+        """The log token to wait for before ``message`` may go to a delta with only its
+        body's place (its record may still be in the log's write buffer); 0: no wait."""
+        log = self.log
+        if log is None or not message.resident or message.place[0] is not log.bodies:
+            return 0
+        token = log.last_token
+        return token if token > log.committed_token else 0
+
+    @property
+    def committed_token(self) -> int:
+        return 0 if self.log is None else self.log.committed_token
+
+    def encode(self, entry: QueuedMessage) -> bytes:
+        """The delta descriptor of ``entry``; the body as its place in the log if it is
+        there (the log's catalog keeps that segment while the queue holds the message),
+        inline otherwise."""
+        message = entry.message
+        exchange = message.exchange.encode()
+        routing_key = message.routing_key.encode()
+        props = message.properties_raw
+        expires = entry.expires_at
+        source, where = message.place
+        in_log = self.log is not None and source is self.log.bodies
+        flags = (_REDELIVERED if entry.redelivered else 0) | (_IN_LOG if in_log else 0)
+        parts = [
+            _HEAD.pack(
+                entry.seq,
+                math.nan if expires is None else expires,
+                flags,
+                message.store_id,
+                message.store_segment,
+                message.size,
+                len(exchange),
+                len(routing_key),
+                len(message.bcc),
+                len(props),
+            )
+        ]
+        if in_log:
+            parts.append(_U64.pack(where))
+        parts += (exchange, routing_key)
+        for key in message.bcc:
+            raw = key.encode()
+            parts += (_U16.pack(len(raw)), raw)
+        parts.append(props)
+        if not in_log:
+            parts.append(message.body)
+        self.to_delta += 1
+        return b"".join(parts)
+
+    def decode(self, data: bytes) -> QueuedMessage:
+        """The entry ``encode`` wrote; a body in the log stays there until delivered."""
+        from amqpd.broker.queue import QueuedMessage  # queue.py imports this module
+
+        seq, expires, flags, store_id, segment, size, elen, rlen, nbcc, plen = _HEAD.unpack_from(
+            data
+        )
+        pos = _HEAD.size
+        where = 0
+        if flags & _IN_LOG:
+            (where,) = _U64.unpack_from(data, pos)
+            pos += 8
+        exchange = data[pos : pos + elen].decode()
+        pos += elen
+        routing_key = data[pos : pos + rlen].decode()
+        pos += rlen
+        bcc: list[str] = []
+        for _ in range(nbcc):
+            (n,) = _U16.unpack_from(data, pos)
+            bcc.append(data[pos + 2 : pos + 2 + n].decode())
+            pos += 2 + n
+        props = data[pos : pos + plen]
+        pos += plen
+        if flags & _IN_LOG:
+            assert self.log is not None
+            message = Message(exchange, routing_key, props, b"", None, tuple(bcc))
+            message.size = size
+            message.on_disk(self.log.bodies, where)
+            message.drop_body()
+        else:
+            message = Message(
+                exchange, routing_key, props, data[pos : pos + size], None, tuple(bcc)
+            )
+        message.store_id = store_id
+        message.store_segment = segment
+        self.from_delta += 1
+        return QueuedMessage(
+            message, seq, bool(flags & _REDELIVERED), None if math.isnan(expires) else expires
+        )
 
     def admit(self, message: Message) -> None:
         """``message`` was appended to a ready store: count it; page it out if over budget."""
@@ -89,3 +221,5 @@ class Paging:
         self._pending.clear()
         if self.spill is not None:
             self.spill.close()
+        if self.deltas is not None:
+            self.deltas.close()
