@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 import struct
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from amqpd.broker.message import Message
@@ -37,10 +38,11 @@ if TYPE_CHECKING:
 
 DEFAULT_BUDGET = 128 * 1024 * 1024
 #: What one ready entry in memory costs besides its body (the QueuedMessage, its Message,
-#: the properties bytes, routing key and exchange strings, the deque slot): measured with
-#: benchmarks/entry_overhead.py (CPython 3.12, 1 KiB persistent messages, empty routing
-#: key, delivery-mode property only: about 330 B); rounded up for longer keys and headers.
-ENTRY_OVERHEAD = 400
+#: the properties bytes, routing key and exchange strings, the deque slot, the body's
+#: bytes header and allocator rounding): measured by benchmarks/entry_overhead.py, 405 B
+#: with 16 B bodies and 437 B with 1 KiB ones (a 7-character routing key, delivery-mode
+#: property only), so an estimate, not an exact count.
+ENTRY_OVERHEAD = 440
 #: A read-back from a delta brings at most this many entries (and bytes of inline bodies
 #: and properties) into memory: consumers never wait on one read per message, and 1 MB
 #: bodies do not fill RAM.
@@ -98,6 +100,11 @@ class Paging:
             return 0
         token = log.last_token
         return token if token > log.committed_token else 0
+
+    def when_committed(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` once everything logged so far is committed."""
+        assert self.log is not None
+        self.log.after_commit(callback)
 
     @property
     def committed_token(self) -> int:

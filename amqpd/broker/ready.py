@@ -14,7 +14,8 @@ Rules of this module:
   a ``ReadyFifo`` is three parts in delivery order: ``_fresh``, the head, in memory;
   ``_delta``, entries on disk (their descriptors, ``Paging.encode``); ``_tail``, entries
   bound for the delta that must wait in memory until the log has committed the record
-  their body is in (at most one commit batch). An entry appended while the budget is
+  their body is in (about one commit batch; written out by an ``after_commit`` callback,
+  or at the next append). An entry appended while the budget is
   exceeded, or while the delta or the tail is not empty (order!), goes to the tail side;
   when ``_fresh`` runs empty the next chunk (``CHUNK_ENTRIES`` / ``CHUNK_BYTES``) is read
   back from the delta, then the tail. Requeued entries always stay in memory (the heap):
@@ -98,12 +99,24 @@ class ReadyFifo:
         tail = self._tail
         token = paging.wait_token(entry.message)
         if token or tail:
+            waiting = bool(tail)
             tail.append((token, entry))
             self._cost += cost
             paging.ready_bytes += cost
             self._flush_tail(paging)
+            if token and not waiting:
+                # Written out when the record is committed even if nothing else comes.
+                paging.when_committed(self._committed)
         else:
             self._write(paging, entry)
+
+    def _committed(self) -> None:
+        paging = self._paging
+        if paging is None or not self._tail:
+            return
+        self._flush_tail(paging)
+        if self._tail:
+            paging.when_committed(self._committed)
 
     def _flush_tail(self, paging: Paging) -> None:
         """Entries at the front of the tail whose record is committed go to the delta."""
