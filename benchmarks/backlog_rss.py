@@ -4,12 +4,15 @@ A producer ``Connection`` (no sockets, as publish_path.py drives it) publishes N
 messages of SIZE bytes to one durable queue on a broker with a real data directory: the
 durable log on segment files in a temporary directory, committed (write + fdatasync) every
 few chunks as the server's persister would, and the broker's memory budget for ready bodies
-(``--budget``, paging.py). Nobody consumes. At the end it reads a sample of the backlog
-back (head and tail, checking every body) and prints the peak RSS of the process, the RSS
-before publishing, and what the backlog cost per message.
+(``--budget``, paging.py: ready entries beyond it go to the queue's delta files). Nobody
+consumes while it publishes. Then it drains the whole backlog with basic.get and ack
+(committing as it goes), checking every body, and prints the publish and drain rates, the
+RSS before publishing, with the backlog and at the end of the drain, the peak RSS of the
+process, what the backlog cost per message, and how much of it went to the delta.
+``--sample N`` drains only the first N instead.
 
     python benchmarks/backlog_rss.py [--messages N] [--size BYTES] [--budget BYTES]
-                                     [--dir DIR]
+                                     [--dir DIR] [--sample N]
 """
 
 from __future__ import annotations
@@ -39,7 +42,11 @@ def _peak_rss() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def run(messages: int, size: int, budget: int, directory: Path) -> None:
+def _disk(directory: Path) -> int:
+    return sum(f.stat().st_size for f in directory.iterdir() if f.is_file())
+
+
+def run(messages: int, size: int, budget: int, directory: Path, sample: int | None) -> None:
     broker = Broker()
     log = open_storage(directory, broker, memory_budget=budget)
     producer = _open(broker)
@@ -90,30 +97,36 @@ def run(messages: int, size: int, budget: int, directory: Path) -> None:
     assert q.message_count == messages, q.message_count
     paging = broker.paging
     assert paging is not None
-    # Read a sample back from the head, bodies checked (all of it paged with a small budget).
+    disk = _disk(directory / "log")
+    delta_disk = _disk(directory / "spill")
+    to_delta = paging.to_delta
+    # Drain from the head, bodies checked, acked and committed as a consumer's acks would be.
     checked = 0
-    entries = []
-    while checked < min(messages, 20_000):
+    drain = messages if sample is None else min(messages, sample)
+    start = time.monotonic()
+    while checked < drain:
         entry = q.get()
         assert entry is not None
         assert entry.message.body == b"%08d" % checked + body, checked
-        entries.append(entry)
-        checked += 1
-    for entry in entries:
         q.ack(entry)
+        checked += 1
+        if checked % (PER_CHUNK * COMMIT_EVERY) == 0:
+            run_callbacks(log.commit())
     run_callbacks(log.commit())
-    disk = sum(f.stat().st_size for f in (directory / "log").iterdir())
+    drained = time.monotonic() - start
+    rss_end = resident_memory()
     print(
         f"backlog_rss: {messages:,} persistent msgs of {size} B on one durable queue, "
         f"budget {budget / 2**20:.0f} MiB, no consumer\n"
         f"  published in {elapsed:.1f} s ({messages / elapsed:,.0f} msg/s, fsync every "
         f"{PER_CHUNK * COMMIT_EVERY} msgs)\n"
         f"  RSS before {rss_before / 2**20:.0f} MiB, with the backlog {rss_full / 2**20:.0f} MiB,"
-        f" peak {_peak_rss() / 2**20:.0f} MiB\n"
+        f" after the drain {rss_end / 2**20:.0f} MiB, peak {_peak_rss() / 2**20:.0f} MiB\n"
         f"  backlog cost {(rss_full - rss_before) / messages:.0f} B/msg in RAM "
-        f"(bodies alone would be {messages * size / 2**20:.0f} MiB); "
-        f"{paging.paged_out:,} paged out; log on disk {disk / 2**20:.0f} MiB\n"
-        f"  read back and checked the first {checked:,}"
+        f"(bodies alone would be {messages * size / 2**20:.0f} MiB); {to_delta:,} entries "
+        f"in the delta ({delta_disk / 2**20:.0f} MiB), {paging.paged_out:,} bodies paged out;"
+        f" log on disk {disk / 2**20:.0f} MiB\n"
+        f"  drained and checked {checked:,} in {drained:.1f} s ({checked / drained:,.0f} msg/s)"
     )
     log.close()
     paging.close()
@@ -125,13 +138,14 @@ def main() -> None:
     p.add_argument("--size", type=int, default=1024)
     p.add_argument("--budget", type=int, default=DEFAULT_BUDGET)
     p.add_argument("--dir", type=Path, default=None)
+    p.add_argument("--sample", type=int, default=None)
     a = p.parse_args()
     if a.dir is not None:
         a.dir.mkdir(parents=True, exist_ok=True)
-        run(a.messages, a.size, a.budget, a.dir)
+        run(a.messages, a.size, a.budget, a.dir, a.sample)
     else:
         with tempfile.TemporaryDirectory(prefix="amqpd-backlog-") as tmp:
-            run(a.messages, a.size, a.budget, Path(tmp))
+            run(a.messages, a.size, a.budget, Path(tmp), a.sample)
 
 
 if __name__ == "__main__":

@@ -1,23 +1,30 @@
-"""Paging: the memory budget for the bodies of ready messages (RabbitMQ's lazy / CQv2 mode).
+"""Paging: the memory budget for ready entries (RabbitMQ's classic queues v2 "delta").
 
 Rules of this module (docs/storage.md "Paging"):
-- One ``Paging`` per broker counts the body bytes of every READY message of every queue
-  (``ready_bytes``; queues report each change). Unacked messages are not counted: their
-  number is bounded by the consumers' prefetch, and they are usually settled soon.
-- A message appended to a ready store while ``ready_bytes`` is over ``budget`` is paged
-  out: the newest part of the backlog goes to disk, the head (what consumers take next)
-  stays in memory, as in RabbitMQ's classic queues v2, which keep the head in memory and
-  write the rest to their message store. So the bodies in memory stay within about
-  ``budget`` (plus one message, and the last batch not yet committed, below) however long
-  the backlog grows. A paged-out body is read back when a consumer or basic.get needs it
-  and not kept (``Message.body``), so draining a backlog does not refill memory.
-- Where it goes: a persistent message whose every queue is durable is already in the log
-  (``enqueue_routed`` told it where, ``Message.on_disk``); it simply forgets its body once
-  its record is committed (before that it is only in the log's write buffer; such messages
-  wait in ``_pending``, a batch at most). Every other message is written to the spill
-  files (storage/bodies.py). If the spill files fail (disk full) the body stays in memory.
-- Sans-I/O in the sense that matters: nothing here awaits; the spill write and the
-  read-back are synchronous file calls on files the storage layer owns.
+- One ``Paging`` per broker counts what the READY entries of every queue held in memory
+  cost (``ready_bytes``; the ready stores, broker/ready.py, report each change). Unacked
+  messages are not counted: their number is bounded by the consumers' prefetch, and they
+  are usually settled soon.
+- With ``deltas`` (the server always gives them): an entry costs ``ENTRY_OVERHEAD`` plus
+  its body if the body is in memory (``cost``). One appended while the budget would be
+  exceeded goes to its FIFO's delta on disk, entry and all (ready.py keeps the order); the
+  head stays in memory, read back from the delta in chunks (``CHUNK_ENTRIES``,
+  ``CHUNK_BYTES``) as it drains, so RAM does not grow with the backlog's length.
+- The delta descriptor (``encode`` / ``decode``; the storage layer sees bytes only) holds
+  everything the queue needs of the entry. A body already in the durable log (a persistent
+  message whose every queue is durable: ``enqueue_routed`` told it where,
+  ``Message.on_disk``) is kept as its place only, once its record is committed
+  (``wait_token``, ``when_committed``: the log's write buffer cannot be read back); every
+  other body goes inline. So with deltas nothing is spilled, and no descriptor ever refers
+  to a spill file a ``SpilledMessage`` could free.
+- Without ``deltas`` (the earlier body-only paging, kept for its tests): ``ready_bytes``
+  is the body bytes of every ready message, and a message admitted over the budget has its
+  body paged out: forgotten once its log record is committed (``_pending``) if the log has
+  it, else written to the spill files (storage/bodies.py; kept in memory if they fail).
+- A body in the log is read back when a consumer or basic.get needs it and not kept
+  (``Message.body``), so draining a backlog does not refill memory.
+- Sans-I/O in the sense that matters: nothing here awaits; delta writes and reads and body
+  read-backs are synchronous file calls on files the storage layer owns.
 """
 
 from __future__ import annotations

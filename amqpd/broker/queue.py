@@ -10,6 +10,10 @@ Rules of this module:
   docs "Negative Acknowledgement and Requeuing"), O(log n) per requeue; with
   x-max-priority, higher priorities first and FIFO within one.
 - Unacked entries (delivered or got, not yet settled) are kept by seq.
+- Paging (``paging``, set when the broker has a data directory) is the ready store's
+  business (ready.py): it counts its entries in memory against the budget and keeps those
+  beyond it in a delta on disk. The queue sees every entry the same, in order: counts and
+  length limits include the delta's.
 - Settings: TTL, x-expires, length limits and the DLX come from ``settings``, the x-args
   combined with the policy that applies (queue_settings.py); ``apply_policy`` re-applies
   a changed policy to the live queue.

@@ -112,9 +112,7 @@ def test_transient_bodies_go_inline_and_nothing_spills() -> None:
     vh.bind_queue("t", "amq.fanout", "")
     vh.bind_queue("d", "amq.fanout", "")
     _publish(vh, "f", 20, PERSISTENT, exchange="amq.fanout")
-    assert _drain(queue) == [_body("t", i) for i in range(200)] + [
-        _body("f", i) for i in range(20)
-    ]
+    assert _drain(queue) == [_body("t", i) for i in range(200)] + [_body("f", i) for i in range(20)]
     assert _drain(vh.queues["d"]) == [_body("f", i) for i in range(20)]
 
 
@@ -186,9 +184,9 @@ def test_length_limits_count_and_drop_delta_entries() -> None:
     assert _drain(rej) == [_body("r", i) for i in range(25)]
 
 
-def test_purge_logs_every_stored_id_and_deletes_the_files(tmp_path: Any) -> None:
+def test_purge_logs_every_stored_id_and_deletes_the_files() -> None:
     files, spill = FakeFiles(), FakeFiles()
-    broker, log, paging = _start(files, spill, budget=5 * ENTRY)
+    broker, log, _ = _start(files, spill, budget=5 * ENTRY)
     vh = broker.vhosts["/"]
     vh.declare_queue("q", durable=True)
     vh.declare_queue("keep", durable=True)
