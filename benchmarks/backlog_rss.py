@@ -9,21 +9,28 @@ consumes while it publishes. Then it drains the whole backlog with basic.get and
 (committing as it goes), checking every body, and prints the publish and drain rates, the
 RSS before publishing, with the backlog and at the end of the drain, the peak RSS of the
 process, what the backlog cost per message, and how much of it went to the delta.
-``--sample N`` drains only the first N instead.
+``--sample N`` drains only the first N instead. ``--direct`` skips the session layers
+(each message is routed and enqueued through ``durability.enqueue_routed``, as
+basic.publish does after parsing): for the long runs where only the RSS matters. ``--restart`` stops the broker (a clean
+close of the log) before the drain and restores a new one from the data directory, as a
+restart would, and prints how long that took and the RSS after it.
 
     python benchmarks/backlog_rss.py [--messages N] [--size BYTES] [--budget BYTES]
-                                     [--dir DIR] [--sample N]
+                                     [--dir DIR] [--sample N] [--restart] [--direct]
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import resource
 import tempfile
 import time
 from pathlib import Path
 
 from amqpd.broker.broker import Broker
+from amqpd.broker.durability import enqueue_routed
+from amqpd.broker.message import Message
 from amqpd.broker.paging import DEFAULT_BUDGET
 from amqpd.protocol import methods as M
 from amqpd.protocol.frames import encode_content, encode_method_frame
@@ -46,7 +53,15 @@ def _disk(directory: Path) -> int:
     return sum(f.stat().st_size for f in directory.iterdir() if f.is_file())
 
 
-def run(messages: int, size: int, budget: int, directory: Path, sample: int | None) -> None:
+def run(
+    messages: int,
+    size: int,
+    budget: int,
+    directory: Path,
+    sample: int | None,
+    restart: bool,
+    direct: bool = False,
+) -> None:
     broker = Broker()
     log = open_storage(directory, broker, memory_budget=budget)
     producer = _open(broker)
@@ -76,6 +91,17 @@ def run(messages: int, size: int, budget: int, directory: Path, sample: int | No
     start = time.monotonic()
     sent = 0
     chunks = 0
+    vh = broker.vhosts["/"]
+    while direct and sent < messages:
+        n = min(PER_CHUNK, messages - sent)
+        for i in range(n):
+            message = Message("", queue, props, b"%08d" % (sent + i) + body)
+            queues, message = vh.route_message("", message)
+            enqueue_routed(vh.durable, vh.name, message, queues, 0.0)
+        sent += n
+        chunks += 1
+        if chunks % COMMIT_EVERY == 0:
+            run_callbacks(log.commit())
     while sent < messages:
         n = min(PER_CHUNK, messages - sent)
         producer.receive_data(
@@ -100,6 +126,26 @@ def run(messages: int, size: int, budget: int, directory: Path, sample: int | No
     disk = _disk(directory / "log")
     delta_disk = _disk(directory / "spill")
     to_delta = paging.to_delta
+    restarted = ""
+    if restart:
+        log.close()
+        paging.close()
+        del broker, q, paging, producer
+        gc.collect()
+        rss_stopped = resident_memory()
+        start = time.monotonic()
+        broker = Broker()
+        log = open_storage(directory, broker, memory_budget=budget)
+        took = time.monotonic() - start
+        q = broker.vhosts["/"].queues[queue]
+        assert q.message_count == messages, q.message_count
+        paging = broker.paging
+        assert paging is not None
+        restarted = (
+            f"  restart: restored in {took:.1f} s; RSS {rss_stopped / 2**20:.0f} MiB stopped, "
+            f"{resident_memory() / 2**20:.0f} MiB restored; {paging.to_delta:,} restored "
+            "entries in the delta\n"
+        )
     # Drain from the head, bodies checked, acked and committed as a consumer's acks would be.
     checked = 0
     drain = messages if sample is None else min(messages, sample)
@@ -118,7 +164,7 @@ def run(messages: int, size: int, budget: int, directory: Path, sample: int | No
     print(
         f"backlog_rss: {messages:,} persistent msgs of {size} B on one durable queue, "
         f"budget {budget / 2**20:.0f} MiB, no consumer\n"
-        f"  published in {elapsed:.1f} s ({messages / elapsed:,.0f} msg/s, fsync every "
+        f"  published{' directly' if direct else ''} in {elapsed:.1f} s ({messages / elapsed:,.0f} msg/s, fsync every "
         f"{PER_CHUNK * COMMIT_EVERY} msgs)\n"
         f"  RSS before {rss_before / 2**20:.0f} MiB, with the backlog {rss_full / 2**20:.0f} MiB,"
         f" after the drain {rss_end / 2**20:.0f} MiB, peak {_peak_rss() / 2**20:.0f} MiB\n"
@@ -126,6 +172,7 @@ def run(messages: int, size: int, budget: int, directory: Path, sample: int | No
         f"(bodies alone would be {messages * size / 2**20:.0f} MiB); {to_delta:,} entries "
         f"in the delta ({delta_disk / 2**20:.0f} MiB), {paging.paged_out:,} bodies paged out;"
         f" log on disk {disk / 2**20:.0f} MiB\n"
+        f"{restarted}"
         f"  drained and checked {checked:,} in {drained:.1f} s ({checked / drained:,.0f} msg/s)"
     )
     log.close()
@@ -139,13 +186,15 @@ def main() -> None:
     p.add_argument("--budget", type=int, default=DEFAULT_BUDGET)
     p.add_argument("--dir", type=Path, default=None)
     p.add_argument("--sample", type=int, default=None)
+    p.add_argument("--restart", action="store_true")
+    p.add_argument("--direct", action="store_true")
     a = p.parse_args()
     if a.dir is not None:
         a.dir.mkdir(parents=True, exist_ok=True)
-        run(a.messages, a.size, a.budget, a.dir, a.sample)
+        run(a.messages, a.size, a.budget, a.dir, a.sample, a.restart, a.direct)
     else:
         with tempfile.TemporaryDirectory(prefix="amqpd-backlog-") as tmp:
-            run(a.messages, a.size, a.budget, Path(tmp), a.sample)
+            run(a.messages, a.size, a.budget, Path(tmp), a.sample, a.restart, a.direct)
 
 
 if __name__ == "__main__":
