@@ -13,6 +13,7 @@ from amqpd.broker.broker import Broker
 from amqpd.broker.durability import enqueue_routed
 from amqpd.broker.message import Message
 from amqpd.broker.paging import ENTRY_OVERHEAD, Paging
+from amqpd.broker.policies import Policy
 from amqpd.broker.queue import Queue
 from amqpd.broker.restore import recover
 from amqpd.broker.vhost import VirtualHost
@@ -335,3 +336,15 @@ def test_a_tiny_budget_changes_nothing_observable(ops: list[tuple[Any, ...]]) ->
     ]
     assert drained[0] == drained[1]
     assert paging.ready_bytes >= 0
+
+
+def test_declare_ok_counts_and_a_policy_re_applied_drops_from_the_delta() -> None:
+    broker, _, _ = _start(FakeFiles(), FakeFiles(), budget=3 * ENTRY)
+    vh = broker.vhosts["/"]
+    vh.declare_queue("q")
+    _publish(vh, "q", 50, TRANSIENT)
+    assert vh.declare_queue("q", passive=True).message_count == 50
+    broker.add_policy(Policy("/", "short", "^q$", {"max-length": 7}))
+    queue = vh.queues["q"]
+    assert queue.message_count == 7
+    assert _drain(queue) == [_body("q", i) for i in range(43, 50)]
