@@ -9,7 +9,8 @@ consumes while it publishes. Then it drains the whole backlog with basic.get and
 (committing as it goes), checking every body, and prints the publish and drain rates, the
 RSS before publishing, with the backlog and at the end of the drain, the peak RSS of the
 process, what the backlog cost per message, and how much of it went to the delta.
-``--sample N`` drains only the first N instead. ``--direct`` skips the session layers
+``--sample N`` drains only the first N instead. ``--progress N`` prints the RSS every N messages published (with ``--direct``).
+``--direct`` skips the session layers
 (each message is routed and enqueued through ``durability.enqueue_routed``, as
 basic.publish does after parsing): for the long runs where only the RSS matters. ``--restart`` stops the broker (a clean
 close of the log) before the drain and restores a new one from the data directory, as a
@@ -17,6 +18,7 @@ restart would, and prints how long that took and the RSS after it.
 
     python benchmarks/backlog_rss.py [--messages N] [--size BYTES] [--budget BYTES]
                                      [--dir DIR] [--sample N] [--restart] [--direct]
+                                     [--progress N]
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ def run(
     sample: int | None,
     restart: bool,
     direct: bool = False,
+    progress: int = 0,
 ) -> None:
     broker = Broker()
     log = open_storage(directory, broker, memory_budget=budget)
@@ -102,6 +105,12 @@ def run(
         chunks += 1
         if chunks % COMMIT_EVERY == 0:
             run_callbacks(log.commit())
+        if progress and sent % progress == 0:
+            print(
+                f"  {sent:,} published in {time.monotonic() - start:.0f} s: RSS "
+                f"{resident_memory() / 2**20:.0f} MiB, peak {_peak_rss() / 2**20:.0f} MiB",
+                flush=True,
+            )
     while sent < messages:
         n = min(PER_CHUNK, messages - sent)
         producer.receive_data(
@@ -188,13 +197,16 @@ def main() -> None:
     p.add_argument("--sample", type=int, default=None)
     p.add_argument("--restart", action="store_true")
     p.add_argument("--direct", action="store_true")
+    p.add_argument("--progress", type=int, default=0)
     a = p.parse_args()
     if a.dir is not None:
         a.dir.mkdir(parents=True, exist_ok=True)
-        run(a.messages, a.size, a.budget, a.dir, a.sample, a.restart, a.direct)
+        run(a.messages, a.size, a.budget, a.dir, a.sample, a.restart, a.direct, a.progress)
     else:
         with tempfile.TemporaryDirectory(prefix="amqpd-backlog-") as tmp:
-            run(a.messages, a.size, a.budget, Path(tmp), a.sample, a.restart, a.direct)
+            run(
+                a.messages, a.size, a.budget, Path(tmp), a.sample, a.restart, a.direct, a.progress
+            )
 
 
 if __name__ == "__main__":
