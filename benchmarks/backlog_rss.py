@@ -92,6 +92,7 @@ def run(
     )
     rss_before = resident_memory()
     start = time.monotonic()
+    cpu_start = time.process_time()
     sent = 0
     chunks = 0
     vh = broker.vhosts["/"]
@@ -127,6 +128,7 @@ def run(
     run_callbacks(log.commit())
     producer.data_to_send()
     elapsed = time.monotonic() - start
+    publish_cpu = time.process_time() - cpu_start
     rss_full = resident_memory()
     q = broker.vhosts["/"].queues[queue]
     assert q.message_count == messages, q.message_count
@@ -159,6 +161,7 @@ def run(
     checked = 0
     drain = messages if sample is None else min(messages, sample)
     start = time.monotonic()
+    cpu_start = time.process_time()
     while checked < drain:
         entry = q.get()
         assert entry is not None
@@ -169,11 +172,13 @@ def run(
             run_callbacks(log.commit())
     run_callbacks(log.commit())
     drained = time.monotonic() - start
+    drain_cpu = time.process_time() - cpu_start
     rss_end = resident_memory()
     print(
         f"backlog_rss: {messages:,} persistent msgs of {size} B on one durable queue, "
         f"budget {budget / 2**20:.0f} MiB, no consumer\n"
-        f"  published{' directly' if direct else ''} in {elapsed:.1f} s ({messages / elapsed:,.0f} msg/s, fsync every "
+        f"  published{' directly' if direct else ''} in {elapsed:.1f} s ({messages / elapsed:,.0f} msg/s; {publish_cpu:.1f} s "
+        f"of CPU, {messages / publish_cpu:,.0f} msg per CPU s; fsync every "
         f"{PER_CHUNK * COMMIT_EVERY} msgs)\n"
         f"  RSS before {rss_before / 2**20:.0f} MiB, with the backlog {rss_full / 2**20:.0f} MiB,"
         f" after the drain {rss_end / 2**20:.0f} MiB, peak {_peak_rss() / 2**20:.0f} MiB\n"
@@ -182,7 +187,8 @@ def run(
         f"in the delta ({delta_disk / 2**20:.0f} MiB), {paging.paged_out:,} bodies paged out;"
         f" log on disk {disk / 2**20:.0f} MiB\n"
         f"{restarted}"
-        f"  drained and checked {checked:,} in {drained:.1f} s ({checked / drained:,.0f} msg/s)"
+        f"  drained and checked {checked:,} in {drained:.1f} s ({checked / drained:,.0f} msg/s; "
+        f"{drain_cpu:.1f} s of CPU, {checked / drain_cpu:,.0f} msg per CPU s)"
     )
     log.close()
     paging.close()
@@ -204,9 +210,7 @@ def main() -> None:
         run(a.messages, a.size, a.budget, a.dir, a.sample, a.restart, a.direct, a.progress)
     else:
         with tempfile.TemporaryDirectory(prefix="amqpd-backlog-") as tmp:
-            run(
-                a.messages, a.size, a.budget, Path(tmp), a.sample, a.restart, a.direct, a.progress
-            )
+            run(a.messages, a.size, a.budget, Path(tmp), a.sample, a.restart, a.direct, a.progress)
 
 
 if __name__ == "__main__":
