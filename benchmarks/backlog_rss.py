@@ -106,7 +106,7 @@ def run(
         chunks += 1
         if chunks % COMMIT_EVERY == 0:
             run_callbacks(log.commit())
-        if progress and sent % progress == 0:
+        if progress and sent // progress > (sent - n) // progress:
             print(
                 f"  {sent:,} published in {time.monotonic() - start:.0f} s: RSS "
                 f"{resident_memory() / 2**20:.0f} MiB, peak {_peak_rss() / 2**20:.0f} MiB",
