@@ -43,7 +43,11 @@ if TYPE_CHECKING:
     from amqpd.storage.delta import DeltaFiles
     from amqpd.storage.disklog import DiskDurableLog
 
-DEFAULT_BUDGET = 128 * 1024 * 1024
+# Small, as RabbitMQ CQv2 keeps only a short head of each queue in memory: entries read
+# back from a delta in chunks drain about as fast as ones that never left memory, and a
+# backlog's RAM is then mostly what the budget cannot page (docs/performance.md, the
+# choice of 32 MiB: a 1M 1 KiB persistent backlog under 300 MB peak RSS).
+DEFAULT_BUDGET = 32 * 1024 * 1024
 #: What one ready entry in memory costs besides its body (the QueuedMessage, its Message,
 #: the properties bytes, routing key and exchange strings, the deque slot, the body's
 #: bytes header and allocator rounding): measured by benchmarks/entry_overhead.py, 405 B
