@@ -141,7 +141,7 @@ def run(
     if restart:
         log.close()
         paging.close()
-        del broker, q, paging, producer
+        del broker, q, paging, producer, log
         gc.collect()
         rss_stopped = resident_memory()
         start = time.monotonic()
