@@ -81,8 +81,9 @@ def default_definitions() -> Definitions:
 @attrs.frozen
 class StorageConfig:
     data_dir: Path | None = None
-    #: Bytes of ready message bodies kept in memory before paging to disk (None: the
-    #: default, broker/paging.py DEFAULT_BUDGET).
+    #: Bytes the ready entries in memory may cost (bodies plus a per-entry estimate) before
+    #: further ones go to the queues' delta files (None: the default, broker/paging.py
+    #: DEFAULT_BUDGET).
     memory_budget: int | None = None
     memory_high_watermark: float = 0.4
     disk_free_limit: int = 50_000_000

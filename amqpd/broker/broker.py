@@ -150,8 +150,7 @@ class Broker:
         for vhost in self.vhosts.values():
             vhost.paging = paging
             for queue in vhost.queues.values():
-                queue.paging = paging
-                paging.ready_bytes += queue.statistics().messages_ready_bytes
+                queue.paging = paging  # its ready store counts what it already holds
 
     # -- timers ------------------------------------------------------------------------------
     def _deadline_moved(self) -> None:

@@ -127,6 +127,11 @@ class Message:
         self._where = where
 
     @property
+    def place(self) -> tuple[BodySource | None, int]:
+        """Where the on-disk copy of the body is: its source (None: nowhere) and location."""
+        return self._pager, self._where
+
+    @property
     def pageable(self) -> bool:
         """The body is in memory and a copy on disk: ``drop_body`` may forget it."""
         return self._body is not None and self._pager is not None

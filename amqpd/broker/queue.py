@@ -15,6 +15,10 @@ Rules of this module:
   docs "Negative Acknowledgement and Requeuing"), O(log n) per requeue; with
   x-max-priority, higher priorities first and FIFO within one.
 - Unacked entries (delivered or got, not yet settled) are kept by seq.
+- Paging (``paging``, set when the broker has a data directory) is the ready store's
+  business (ready.py): it counts its entries in memory against the budget and keeps those
+  beyond it in a delta on disk. The queue sees every entry the same, in order: counts and
+  length limits include the delta's.
 - Settings: TTL, x-expires, length limits and the DLX come from ``settings``, the x-args
   combined with the policy that applies (queue_settings.py); ``apply_policy`` re-applies
   a changed policy to the live queue.
@@ -71,6 +75,7 @@ from amqpd.errors import AccessRefused
 # "maxlen"); the vhost republishes through the queue's dead-letter exchange.
 DeadLetterHook = Callable[["Queue", Message, str, float], None]
 DeadlineHook = Callable[["Queue", float], None]
+_PURGE_CHUNK = 4096  # stored ids per MessagesRemoved record when a purge logs them
 
 
 def _int_arg(value: object) -> int | None:
@@ -164,8 +169,8 @@ class Queue:
         self.on_deadline: DeadlineHook | None = None
         # The durable log's view of this queue (durable queues with a data directory only).
         self.journal: QueueJournal | None = None
-        # The broker's memory budget for ready bodies (paging.py), when it has a data dir.
-        self.paging: Paging | None = None
+        # The broker's memory budget for ready entries (paging.py), when it has a data dir.
+        self._paging: Paging | None = None
 
         # The x-args combined with the policy that applies (queue_settings.py): what the
         # clock, the length limits and dead-lettering run on; apply_policy changes it.
@@ -190,6 +195,17 @@ class Queue:
         self._expired = 0
         self._ready_bytes = 0
         self._limits = LengthLimits.from_settings(self.settings)
+
+    @property
+    def paging(self) -> Paging | None:
+        return self._paging
+
+    @paging.setter
+    def paging(self, paging: Paging | None) -> None:
+        # The ready store counts what it holds in memory against the budget (ready.py).
+        self._paging = paging
+        if paging is not None:
+            self._ready.attach_paging(paging)
 
     # -- introspection -----------------------------------------------------------------------
     @property
@@ -370,8 +386,6 @@ class Queue:
                 return True
         ready.append(entry)
         self._ready_bytes += message.size
-        if self.paging is not None:
-            self.paging.admit(message)  # may page the body out (the backlog's tail)
         self._settle_head(now)
         return True
 
@@ -417,8 +431,6 @@ class Queue:
         entry = self._ready.take()
         if entry is not None:
             self._ready_bytes -= entry.message.size
-            if self.paging is not None:
-                self.paging.ready_bytes -= entry.message.size
         return entry
 
     def _hand_to(self, consumer: Consumer, entry: QueuedMessage) -> None:
@@ -476,8 +488,6 @@ class Queue:
                 continue  # already settled (or purged with the queue): nothing to put back
             ready.put_back(QueuedMessage(entry.message, entry.seq, True, entry.expires_at))
             self._ready_bytes += entry.message.size
-            if self.paging is not None:
-                self.paging.ready_bytes += entry.message.size
         self._settle_head(now)
 
     def purge(self) -> int:
@@ -485,18 +495,18 @@ class Queue:
         count = self.message_count
         journal = self.journal
         if journal is not None:
+            # Every stored id is logged as removed; read in chunks (a backlog's entries in
+            # a delta are read back from disk), so a huge purge never holds them all.
             entries = []
             while (entry := self._ready.take()) is not None:
                 entries.append(entry)
+                if len(entries) >= _PURGE_CHUNK:
+                    journal.removed(entries)
+                    entries = []
             journal.removed(entries)
         self._ready.clear()
-        self._forget_ready_bytes()
-        return count
-
-    def _forget_ready_bytes(self) -> None:
-        if self.paging is not None:
-            self.paging.ready_bytes -= self._ready_bytes
         self._ready_bytes = 0
+        return count
 
     # -- consumers ---------------------------------------------------------------------------
     def add_consumer(self, consumer: Consumer, now: float | None = None) -> None:
@@ -582,7 +592,7 @@ class Queue:
         self._consumers.clear()
         self._exclusive_consumer = None
         self._ready.clear()
-        self._forget_ready_bytes()
+        self._ready_bytes = 0
         self._unacked.clear()
         for consumer in consumers:
             consumer.cancelled_by_server(self)

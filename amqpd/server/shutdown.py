@@ -128,7 +128,7 @@ async def run_broker(
                 run_callbacks(durable_log.close(clean=True))
                 log.info("data directory closed")
             if broker is not None and broker.paging is not None:
-                broker.paging.close()  # the spill files: transient bodies do not outlive us
+                broker.paging.close()  # the delta files: nothing in them outlives us
             if broker is not None and broker.delay_buckets is not None:
                 broker.delay_buckets.close()  # rebuilt from the log at the next start
         log.info("stopped")

@@ -2,8 +2,8 @@
 
 Rules of this module:
 - The data directory holds ``LOCK`` (storage/lock.py; taken by the CLI first), ``log/``,
-  the segment files, ``spill/``, where bodies of transient messages beyond the memory
-  budget go (emptied at every start; docs/storage.md "Paging"), and ``streams/``, the
+  the segment files, ``spill/``, the queues' delta files, where ready entries beyond the
+  memory budget go (emptied at every start; docs/storage.md "Paging"), and ``streams/``, the
   stream queues' segment files (broker/stream_disk.py), attached before recovery so
   recovered streams reopen theirs; directories of streams that no longer exist are
   removed after it. ``delay-buckets/`` holds the delayed schedules' time buckets
@@ -27,8 +27,8 @@ from amqpd.broker.paging import DEFAULT_BUDGET, Paging
 from amqpd.broker.restore import recover
 from amqpd.broker.stream import StreamQueue
 from amqpd.broker.stream_disk import DiskSegments
-from amqpd.storage.bodies import SpillFiles
 from amqpd.storage.delaybuckets import DelayBuckets
+from amqpd.storage.delta import DeltaFiles
 from amqpd.storage.disklog import DiskDurableLog
 from amqpd.storage.files import OsFiles
 from amqpd.storage.lock import DataDirError
@@ -62,12 +62,14 @@ def open_storage(
         buckets_dir.mkdir(exist_ok=True)
         broker.attach_delay_buckets(DelayBuckets(OsFiles(buckets_dir)))
         logged_queues = list(durable.catalog.queues)  # before restore changes anything
-        restored = recover(broker, durable)
-        stale_streams = broker.remove_stale_stream_dirs(logged_queues)
         spill_dir = data_dir / SPILL_DIR
         spill_dir.mkdir(exist_ok=True)
         budget = DEFAULT_BUDGET if memory_budget is None else memory_budget
-        broker.attach_paging(Paging(budget, log=durable, spill=SpillFiles(OsFiles(spill_dir))))
+        # Before the restore: a recovered backlog beyond the budget goes to the queues'
+        # delta files as it is enqueued, so a restart fits in the same RAM as the run.
+        broker.attach_paging(Paging(budget, log=durable, deltas=DeltaFiles(OsFiles(spill_dir))))
+        restored = recover(broker, durable)
+        stale_streams = broker.remove_stale_stream_dirs(logged_queues)
     except OSError as exc:
         raise DataDirError(f"cannot use data directory {data_dir}: {exc}") from None
     report = durable.report
