@@ -208,6 +208,16 @@ class DurableQueue(Declared[QueueDeclared]):
         self.count = 0  # messages held (the sum of ``pins``)
         self.replayed: ReplayedMessages | None = None  # while replaying and restoring
 
+    def unpin(self, segment: int) -> None:
+        """One of this queue's messages with its record in ``segment`` left it for good."""
+        pins = self.pins
+        held = pins[segment]
+        if held == 1:
+            del pins[segment]
+        else:
+            pins[segment] = held - 1
+        self.count -= 1
+
 
 _D = TypeVar("_D", Declared[ExchangeDeclared], DurableQueue, Declared[BindingAdded])
 
@@ -372,11 +382,7 @@ class Catalog:
                     continue  # not held: changes nothing, as at replay
                 targets.add(seg)
                 if removed:
-                    if held == 1:
-                        del pins[seg]
-                    else:
-                        pins[seg] = held - 1
-                    queue.count -= 1
+                    queue.unpin(seg)
                     self._live.release(seg)
         self._live.depend(segment, targets)
 
@@ -418,7 +424,6 @@ class Catalog:
         queue = self.queues.get((entry.vhost, entry.queue))
         replayed = queue.replayed if queue is not None else None
         if queue is not None and replayed is not None:
-            pins = queue.pins
             for msg_id in entry.ids:
                 i = replayed.find(msg_id)
                 if i < 0:
@@ -429,12 +434,7 @@ class Catalog:
                     replayed.flags[i] |= DELIVERED
                     continue
                 replayed.remove(i)
-                held = pins[seg]
-                if held == 1:
-                    del pins[seg]
-                else:
-                    pins[seg] = held - 1
-                queue.count -= 1
+                queue.unpin(seg)
                 self._live.release(seg)
         if entry.ids:
             # Ids named by surviving records are never handed out again (docs/storage.md).
