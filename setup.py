@@ -5,7 +5,8 @@ modules below (the frame codec and the session layer, which every message goes t
 several times) are compiled with mypyc from the same typed sources; the pure-Python
 modules stay the reference and the default, and CI tests both (docs/performance.md
 "Compiled build"). ``--no-build-isolation`` because mypyc comes from the environment's
-mypy (the test extras), not from the build requirements.
+mypy (the test extras), not from the build requirements; setuptools and wheel must be
+installed in that environment too.
 """
 
 from __future__ import annotations
