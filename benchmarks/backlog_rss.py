@@ -30,18 +30,16 @@ import tempfile
 import time
 from pathlib import Path
 
+from publish_path import persistent_producer  # type: ignore[import-not-found]
+
 from amqpd.broker.broker import Broker
 from amqpd.broker.durability import enqueue_routed
 from amqpd.broker.message import Message
 from amqpd.broker.paging import DEFAULT_BUDGET
-from amqpd.protocol import methods as M
-from amqpd.protocol.frames import encode_content, encode_method_frame
-from amqpd.protocol.properties import BasicProperties
+from amqpd.protocol.frames import encode_content
 from amqpd.server.resources import resident_memory
 from amqpd.server.storage import open_storage
 from amqpd.storage.durable import run_callbacks
-
-from publish_path import _open  # type: ignore[import-not-found]
 
 PER_CHUNK = 64  # messages per receive_data call (about one 64 KiB read at 1 KiB)
 COMMIT_EVERY = 8  # chunks per group commit
@@ -67,29 +65,8 @@ def run(
 ) -> None:
     broker = Broker()
     log = open_storage(directory, broker, memory_budget=budget)
-    producer = _open(broker)
     queue = "backlog"
-    producer.receive_data(
-        encode_method_frame(
-            1,
-            M.QueueDeclare(
-                queue=queue,
-                passive=False,
-                durable=True,
-                exclusive=False,
-                auto_delete=False,
-                no_wait=False,
-                arguments={},
-            ),
-        ),
-        0.0,
-    )
-    producer.data_to_send()
-    body = b"x" * (size - 8)
-    props = BasicProperties(delivery_mode=2).encode()
-    publish = encode_method_frame(
-        1, M.BasicPublish(exchange="", routing_key=queue, mandatory=False, immediate=False)
-    )
+    producer, publish, props, body = persistent_producer(broker, queue, size)
     rss_before = resident_memory()
     start = time.monotonic()
     cpu_start = time.process_time()

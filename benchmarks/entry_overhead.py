@@ -14,41 +14,18 @@ from __future__ import annotations
 
 import argparse
 
-from amqpd.broker.broker import Broker
-from amqpd.protocol import methods as M
-from amqpd.protocol.frames import encode_content, encode_method_frame
-from amqpd.protocol.properties import BasicProperties
-from amqpd.server.resources import resident_memory
+from publish_path import persistent_producer  # type: ignore[import-not-found]
 
-from publish_path import _open  # type: ignore[import-not-found]
+from amqpd.broker.broker import Broker
+from amqpd.protocol.frames import encode_content
+from amqpd.server.resources import resident_memory
 
 PER_CHUNK = 64
 
 
 def run(messages: int, size: int, queue: str) -> None:
     broker = Broker()
-    producer = _open(broker)
-    producer.receive_data(
-        encode_method_frame(
-            1,
-            M.QueueDeclare(
-                queue=queue,
-                passive=False,
-                durable=True,
-                exclusive=False,
-                auto_delete=False,
-                no_wait=False,
-                arguments={},
-            ),
-        ),
-        0.0,
-    )
-    producer.data_to_send()
-    body = b"x" * (size - 8)
-    props = BasicProperties(delivery_mode=2).encode()
-    publish = encode_method_frame(
-        1, M.BasicPublish(exchange="", routing_key=queue, mandatory=False, immediate=False)
-    )
+    producer, publish, props, body = persistent_producer(broker, queue, size)
     before = resident_memory()
     sent = 0
     while sent < messages:

@@ -23,6 +23,7 @@ from amqpd.protocol import methods as M
 from amqpd.protocol.constants import PROTOCOL_HEADER
 from amqpd.protocol.fieldtable import encode_table
 from amqpd.protocol.frames import encode_content, encode_method_frame
+from amqpd.protocol.properties import BasicProperties
 from amqpd.session.connection import Connection
 
 CHUNK = 65536
@@ -52,6 +53,35 @@ def _open(broker: Broker) -> Connection:
     conn.receive_data(encode_method_frame(1, M.ChannelOpen()), 0.0)
     conn.data_to_send()
     return conn
+
+
+def persistent_producer(
+    broker: Broker, queue: str, size: int
+) -> tuple[Connection, bytes, bytes, bytes]:
+    """A producer with durable ``queue`` declared, and what it publishes there: the
+    basic.publish frame, persistent properties and a body of ``size - 8`` bytes (the
+    memory benchmarks prefix each body with its 8-digit number)."""
+    producer = _open(broker)
+    producer.receive_data(
+        encode_method_frame(
+            1,
+            M.QueueDeclare(
+                queue=queue,
+                passive=False,
+                durable=True,
+                exclusive=False,
+                auto_delete=False,
+                no_wait=False,
+                arguments={},
+            ),
+        ),
+        0.0,
+    )
+    producer.data_to_send()
+    publish = encode_method_frame(
+        1, M.BasicPublish(exchange="", routing_key=queue, mandatory=False, immediate=False)
+    )
+    return producer, publish, BasicProperties(delivery_mode=2).encode(), b"x" * (size - 8)
 
 
 def run(messages: int, size: int, no_ack: bool, profile: bool) -> None:
