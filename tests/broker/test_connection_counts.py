@@ -1,7 +1,7 @@
 """The per-vhost connection count behind max-connections, kept as connections come and go.
 
-Broker keeps a count per vhost (so connection.open does not count every connection);
-these check the limit sees exactly the open connections of that vhost.
+Broker keeps a count per vhost and per user (so connection.open does not count every
+connection); these check each limit sees exactly the open connections it is about.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from amqpd.broker.broker import Broker
-from amqpd.broker.limits import VhostLimits
+from amqpd.broker.limits import UserLimits, VhostLimits
 from amqpd.broker.permissions import Permission
 from amqpd.errors import NotAllowed
 
@@ -46,3 +46,26 @@ def test_a_refused_open_is_not_counted() -> None:
         broker.open_connection(object(), guest, "v")  # no permissions yet
     broker.set_permissions("guest", "v", Permission())
     broker.open_connection(object(), guest, "v")
+
+
+def test_connection_counts_follow_opens_and_closes_per_vhost_and_user():
+    broker = Broker()
+    guest = broker.users["guest"]
+    broker.add_user("u", "p")
+    broker.add_vhost("v", VhostLimits(max_connections=2))
+    broker.set_permissions("guest", "v", Permission())
+    broker.set_permissions("u", "v", Permission())
+    broker.user_limits["guest"] = UserLimits(max_connections=2)
+    a, b, c = object(), object(), object()
+    broker.open_connection(a, guest, "/")
+    broker.open_connection(b, guest, "v")
+    with pytest.raises(NotAllowed, match="connection limit \\(2\\) is reached"):
+        broker.open_connection(c, guest, "v")  # guest's own limit: a and b
+    broker.open_connection(c, broker.users["u"], "v")
+    with pytest.raises(NotAllowed, match="access to vhost 'v' refused for user 'u'"):
+        broker.open_connection(object(), broker.users["u"], "v")  # the vhost's: b and c
+    broker.close_connection(b)
+    broker.close_connection(b)  # twice: counted once
+    broker.open_connection(object(), guest, "v")
+    broker.close_connection(a)
+    assert broker.connections_of("guest") and len(broker.connections_of("u")) == 1

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from amqpd.broker.broker import Broker
-from amqpd.broker.limits import UserLimits, VhostLimits
+from amqpd.broker.limits import VhostLimits
 from amqpd.broker.permissions import Access, Permission, PermissionTable, TopicPermission
 from amqpd.broker.policies import Policy, matching, validate_definition
 from amqpd.errors import AccessRefused, NotAllowed, PreconditionFailed
@@ -98,29 +98,6 @@ def test_broker_open_connection_checks_vhost_then_limit_then_access():
         broker.open_connection(object(), guest, "v")
     broker.close_connection(owner)
     broker.open_connection(object(), guest, "v")
-
-
-def test_connection_counts_follow_opens_and_closes_per_vhost_and_user():
-    broker = Broker()
-    guest = broker.users["guest"]
-    broker.add_user("u", "p")
-    broker.add_vhost("v", VhostLimits(max_connections=2))
-    broker.set_permissions("guest", "v", Permission())
-    broker.set_permissions("u", "v", Permission())
-    broker.user_limits["guest"] = UserLimits(max_connections=2)
-    a, b, c = object(), object(), object()
-    broker.open_connection(a, guest, "/")
-    broker.open_connection(b, guest, "v")
-    with pytest.raises(NotAllowed, match="connection limit \\(2\\) is reached"):
-        broker.open_connection(c, guest, "v")  # guest's own limit: a and b
-    broker.open_connection(c, broker.users["u"], "v")
-    with pytest.raises(NotAllowed, match="access to vhost 'v' refused for user 'u'"):
-        broker.open_connection(object(), broker.users["u"], "v")  # the vhost's: b and c
-    broker.close_connection(b)
-    broker.close_connection(b)  # twice: counted once
-    broker.open_connection(object(), guest, "v")
-    broker.close_connection(a)
-    assert broker.connections_of("guest") and len(broker.connections_of("u")) == 1
 
 
 def test_vhost_queue_limit_counts_only_new_queues():
