@@ -8,7 +8,10 @@ path, so that a change to the protocol, session or broker layers can be measured
 the noise of a loaded machine (compare.sh measures the real thing, with the trio server).
 
     python benchmarks/publish_path.py [--messages N] [--size BYTES] [--no-ack|--ack]
-                                      [--profile]
+                                      [--fanout K] [--profile]
+
+``--fanout K`` publishes to a fanout exchange bound to K queues, each with its own
+consumer (compare.sh scenario 4 has K = 4); the rate counts publishes.
 """
 
 from __future__ import annotations
@@ -84,55 +87,102 @@ def persistent_producer(
     return producer, publish, BasicProperties(delivery_mode=2).encode(), b"x" * (size - 8)
 
 
-def run(messages: int, size: int, no_ack: bool, profile: bool) -> None:
+def run(messages: int, size: int, no_ack: bool, profile: bool, fanout: int = 0) -> None:
     broker = Broker()
     producer = _open(broker)
-    consumer = _open(broker)
-    queue = "bench"
-    producer.receive_data(
-        encode_method_frame(
-            1,
-            M.QueueDeclare(
-                queue=queue, passive=False, durable=False, exclusive=False,
-                auto_delete=False, no_wait=False, arguments={},
+    names = [f"bench-{i}" for i in range(fanout)] if fanout else ["bench"]
+    consumers = [_open(broker) for _ in names]
+    exchange = "bench-fanout" if fanout else ""
+    if fanout:
+        producer.receive_data(
+            encode_method_frame(
+                1,
+                M.ExchangeDeclare(
+                    exchange=exchange,
+                    type="fanout",
+                    passive=False,
+                    durable=False,
+                    auto_delete=False,
+                    internal=False,
+                    no_wait=False,
+                    arguments={},
+                ),
             ),
-        ),
-        0.0,
-    )
-    consumer.receive_data(
-        encode_method_frame(
-            1,
-            M.BasicConsume(
-                queue=queue, consumer_tag="c", no_local=False, no_ack=no_ack,
-                exclusive=False, no_wait=False, arguments={},
+            0.0,
+        )
+    for name, consumer in zip(names, consumers, strict=True):
+        producer.receive_data(
+            encode_method_frame(
+                1,
+                M.QueueDeclare(
+                    queue=name,
+                    passive=False,
+                    durable=False,
+                    exclusive=False,
+                    auto_delete=False,
+                    no_wait=False,
+                    arguments={},
+                ),
             ),
-        ),
-        0.0,
-    )
+            0.0,
+        )
+        if fanout:
+            producer.receive_data(
+                encode_method_frame(
+                    1,
+                    M.QueueBind(
+                        queue=name,
+                        exchange=exchange,
+                        routing_key="",
+                        no_wait=False,
+                        arguments={},
+                    ),
+                ),
+                0.0,
+            )
+        consumer.receive_data(
+            encode_method_frame(
+                1,
+                M.BasicConsume(
+                    queue=name,
+                    consumer_tag="c",
+                    no_local=False,
+                    no_ack=no_ack,
+                    exclusive=False,
+                    no_wait=False,
+                    arguments={},
+                ),
+            ),
+            0.0,
+        )
+        consumer.data_to_send()
     producer.data_to_send()
-    consumer.data_to_send()
+    queue = names[0]
     assert encode_table({}) == b"\0\0\0\0"
 
     body = b"x" * size
     one = encode_method_frame(
-        1, M.BasicPublish(exchange="", routing_key=queue, mandatory=False, immediate=False)
+        1,
+        M.BasicPublish(
+            exchange=exchange,
+            routing_key="" if fanout else queue,
+            mandatory=False,
+            immediate=False,
+        ),
     ) + encode_content(1, b"\x00\x00", body, 131072)
     stream = one * messages
     chunks = [stream[i : i + CHUNK] for i in range(0, len(stream), CHUNK)]
-    stats = broker.vhosts["/"].queues[queue].statistics
-    delivered = 0
-    tag = 0
+    queues = broker.vhosts["/"].queues
+    all_stats = [queues[name].statistics for name in names]
 
     def drive() -> None:
-        nonlocal delivered, tag
         for chunk in chunks:
             producer.receive_data(chunk, 0.0)
-            out = consumer.data_to_send()
-            if out:
-                delivered = stats().delivered
-                if not no_ack:
+            for consumer, queue_stats in zip(consumers, all_stats, strict=True):
+                out = consumer.data_to_send()
+                if out and not no_ack:
                     # One multiple-ack per drained batch, as a fast consumer does.
-                    tag = delivered
+                    tag = queue_stats().delivered
                     consumer.receive_data(
                         encode_method_frame(1, M.BasicAck(delivery_tag=tag, multiple=True)),
                         0.0,
@@ -148,10 +198,12 @@ def run(messages: int, size: int, no_ack: bool, profile: bool) -> None:
     else:
         drive()
     elapsed = time.process_time() - start
-    delivered = stats().delivered
-    assert delivered == messages, (delivered, messages)
+    for queue_stats in all_stats:
+        delivered = queue_stats().delivered
+        assert delivered == messages, (delivered, messages)
+    shape = f"fanout to {fanout}, " if fanout else ""
     print(
-        f"publish_path: {messages} msgs of {size} B, {'no-ack' if no_ack else 'ack'}: "
+        f"publish_path: {messages} msgs of {size} B, {shape}{'no-ack' if no_ack else 'ack'}: "
         f"{elapsed:.3f} s CPU, {messages / elapsed:,.0f} msg/s"
     )
 
@@ -163,9 +215,10 @@ def main() -> None:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--no-ack", dest="no_ack", action="store_true", default=True)
     g.add_argument("--ack", dest="no_ack", action="store_false")
+    p.add_argument("--fanout", type=int, default=0, metavar="K")
     p.add_argument("--profile", action="store_true")
     a = p.parse_args()
-    run(a.messages, a.size, a.no_ack, a.profile)
+    run(a.messages, a.size, a.no_ack, a.profile, a.fanout)
 
 
 if __name__ == "__main__":

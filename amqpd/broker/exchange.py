@@ -28,6 +28,9 @@ class ExchangeStatistics:
 
 
 class Exchange:
+    # A destination that routes further (exchanges/base.py ``forwarding``); a Queue has none.
+    forwards = True
+
     def __init__(
         self,
         name: str,

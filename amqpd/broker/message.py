@@ -30,6 +30,7 @@ from typing import Protocol
 
 # At module level: ``persistent`` runs for every publish, and an import statement in a
 # function costs a sys.modules lookup on each call.
+from amqpd.protocol.frames import shortstr
 from amqpd.protocol.properties import BasicProperties, peek_delivery_mode
 
 
@@ -43,6 +44,11 @@ class SpillSource(BodySource, Protocol):
     def release(self, where: int) -> None: ...
 
 
+# ``Message.route`` by (exchange, routing key): publishers repeat a few of them. A pure
+# function's cache, shared by every broker in the process.
+_ROUTES: dict[tuple[str, str], bytes] = {}
+_ROUTES_KEPT = 1024
+
 # Property flag bit of ``expiration`` (spec 0-9-1 4.2.6.1, basic class).
 _FLAG_EXPIRATION = 1 << 8
 _UNSET = -2
@@ -53,6 +59,7 @@ class Message:
         "_body",
         "_pager",
         "_properties",
+        "_route",
         "_ttl",
         "_where",
         "bcc",
@@ -84,6 +91,7 @@ class Message:
         self._properties = properties
         self.bcc = bcc
         self._ttl = _UNSET
+        self._route: bytes | None = None
         self.store_id = 0
         self.store_segment = 0
 
@@ -106,6 +114,22 @@ class Message:
             return self._properties.delivery_mode == 2
         raw = self.properties_raw
         return bool(raw) and peek_delivery_mode(raw) == 2
+
+    @property
+    def route(self) -> bytes:
+        """Exchange and routing key as the two shortstrs of a basic.deliver, encoded once
+        (a fanout delivers the same message from several queues)."""
+        route = self._route
+        if route is None:
+            key = (self.exchange, self.routing_key)
+            route = _ROUTES.get(key)
+            if route is None:
+                route = shortstr(self.exchange) + shortstr(self.routing_key)
+                if len(_ROUTES) >= _ROUTES_KEPT:
+                    _ROUTES.clear()  # client-chosen keys: bounded, and simply so
+                _ROUTES[key] = route
+            self._route = route
+        return route
 
     @property
     def body(self) -> bytes:

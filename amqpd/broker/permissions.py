@@ -139,18 +139,21 @@ def _refused(kind: str, name: str, vhost: str, user: str) -> AccessRefused:
 class Access:
     """The checks one connection's user makes in one vhost (see the module docstring)."""
 
-    __slots__ = ("_cache", "_table", "_version", "user", "vhost")
+    __slots__ = ("_cache", "_may_publish", "_table", "_version", "user", "vhost")
 
     def __init__(self, table: PermissionTable, user: str, vhost: str) -> None:
         self._table = table
         self.user = user
         self.vhost = vhost
         self._cache: dict[tuple[str, str, str], bool] = {}
+        # Exchanges ``publish`` found writable (in ``_cache`` too; cleared with it).
+        self._may_publish: set[str] = set()
         self._version = -1
 
     def allowed(self, perm: Perm, kind: Kind, name: str) -> bool:
         if self._version != self._table.version:
             self._cache.clear()
+            self._may_publish.clear()
             self._version = self._table.version
         key = (perm, kind, name)
         answer = self._cache.get(key)
@@ -173,6 +176,15 @@ class Access:
 
     def write(self, kind: Kind, name: str) -> None:
         self.check("write", kind, name)
+
+    def publish(self, exchange: str) -> None:
+        """``write`` on ``exchange``, as every basic.publish checks it: one set lookup once
+        the answer is known (a table change clears it, as it clears ``_cache``)."""
+        if exchange in self._may_publish and self._version == self._table.version:
+            return
+        self.check("write", "exchange", exchange)
+        if len(self._may_publish) < 10_000:  # names are client-chosen: bound the set
+            self._may_publish.add(exchange)
 
     def read(self, kind: Kind, name: str) -> None:
         self.check("read", kind, name)

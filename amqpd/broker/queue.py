@@ -101,6 +101,9 @@ class Consumer(Protocol):
     tag: str
     exclusive: bool
     priority: int  # the x-priority consume argument (0 without it)
+    # basic.consume no-ack: a delivery settles the message at once; the queue does that
+    # before ``deliver`` and keeps no unacked entry.
+    no_ack: bool
 
     def ready(self) -> bool:
         """May this consumer take another delivery now (qos credit, flow)?
@@ -111,7 +114,8 @@ class Consumer(Protocol):
         ...
 
     def deliver(self, queue: Queue, entry: QueuedMessage) -> None:
-        """Deliver ``entry``; the queue has already put it in its unacked set.
+        """Deliver ``entry``; the queue has already put it in its unacked set (or, for a
+        no-ack consumer, settled it).
 
         Must not call back into ``queue.dispatch``.
         """
@@ -363,7 +367,8 @@ class Queue:
             # A publish routed before the queue went (e.g. held in a tx until commit) is
             # dropped with it, as RabbitMQ drops deliveries to a dead queue process.
             return True
-        now = self._clock(now)
+        time = self._time
+        now = time.advance(now)
         limits = self._limits
         if (
             limits is not None
@@ -377,7 +382,11 @@ class Queue:
         seq = self._next_seq
         self._next_seq = seq + 1
         self._published += 1
-        entry = QueuedMessage(message, seq, redelivered, self._time.expiry(message, now))
+        # No TTL at all is the common case: skip the expiry arithmetic (and its call).
+        if time.ttl_ms is None and message.expiration_ms is None:
+            entry = QueuedMessage(message, seq, redelivered)
+        else:
+            entry = QueuedMessage(message, seq, redelivered, time.expiry(message, now))
         ready = self._ready
         if self._consumers and not len(ready):
             consumer = self._consumers.next_ready()
@@ -434,10 +443,20 @@ class Queue:
         return entry
 
     def _hand_to(self, consumer: Consumer, entry: QueuedMessage) -> None:
-        self._unacked[entry.seq] = entry
         self._delivered += 1
-        if self.journal is not None and not entry.redelivered:
-            self.journal.delivered(entry)
+        journal = self.journal
+        if consumer.no_ack:
+            # Settled as it goes out (the ack of ``ack`` without the unacked round trip).
+            self._acked += 1
+            if journal is not None and entry.message.store_id:
+                if not entry.redelivered:
+                    journal.delivered(entry)
+                journal.removed((entry,))
+            consumer.deliver(self, entry)
+            return
+        self._unacked[entry.seq] = entry
+        if journal is not None and not entry.redelivered:
+            journal.delivered(entry)
         consumer.deliver(self, entry)
 
     def get(self, now: float | None = None) -> QueuedMessage | None:

@@ -158,6 +158,9 @@ class VirtualHost:
         # Held messages of durable delayed exchanges whose record is not committed yet, in
         # log order: each forgets its message once it is (LoggedDelayed.page_out).
         self._delayed_unpaged: deque[LoggedDelayed] = deque()
+        # Messages a durable delayed exchange logged (held): a publish that changes it
+        # confirms only after the commit (session/publish.py), as for a durable queue.
+        self.durable_holds = 0
         self._page_out_armed = False  # an after_commit callback will page them out
         self._timer_seq = itertools.count()
         self._now = 0.0
@@ -743,8 +746,8 @@ class VirtualHost:
         if headers is None and (exchange.impl.uses_headers or exchange.delayed):
             headers = message.headers()
         first = self._destinations(exchange, routing_keys, message, headers, now)
-        if exchange.alternate_exchange is None and all(isinstance(d, Queue) for d in first):
-            # The common case: one exchange straight to queues.
+        if exchange.alternate_exchange is None and not exchange.impl.forwarding:
+            # The common case: one exchange straight to queues (no exchange is bound to it).
             return list(first)  # type: ignore[arg-type]
         queues: dict[Queue, None] = {}
         seen: set[Exchange] = {exchange}
@@ -819,6 +822,7 @@ class VirtualHost:
             held = log_delayed(
                 self.durable, self.name, exchange.name, copy, routing_keys, due_wall_ms
             )
+            self.durable_holds += 1
             self._page_out_delayed()
             if held.where >= 0:
                 self._delayed_unpaged.append(held)

@@ -43,12 +43,15 @@ __all__ = [
     "HEARTBEAT_FRAME",
     "Frame",
     "FrameReader",
+    "Publish",
     "encode_basic_deliver",
     "encode_basic_get_ok",
     "encode_basic_return",
     "encode_content",
+    "encode_deliver",
     "encode_frame",
     "encode_method_frame",
+    "shortstr",
 ]
 
 Buffer: TypeAlias = bytes | bytearray | memoryview
@@ -66,6 +69,16 @@ class Frame(NamedTuple):
     payload: bytes
 
 
+class Publish(NamedTuple):
+    """A whole basic.publish as ``FrameReader.peek_publish`` finds it."""
+
+    channel: int
+    end: int  # buffer position after its last frame (for ``FrameReader.consume``)
+    method: bytes  # the method frame's payload
+    properties_raw: bytes
+    body: bytes
+
+
 _HDR = struct.Struct(">BHI")
 _END = b"\xce"
 #: heartbeat frame: type 8, channel 0, empty payload (spec 4.2.7).
@@ -80,6 +93,9 @@ _END_CONTENT_HDR = struct.Struct(">BBHIHHQ")  # end, type, channel, size, class,
 _CONTENT_HDR = struct.Struct(">BHIHHQ")  # type, channel, size, class, weight, body size
 _END_BODY_HDR = struct.Struct(">BBHI")  # end of previous frame, type, channel, size
 _QB = struct.Struct(">QB")
+_CONTENT_FIELDS = struct.Struct(">HHQ")  # a content header's class, weight, body size
+# basic.publish's class and method ids, as a method payload starts.
+_PUBLISH_IDS = b"\x00\x3c\x00\x28"
 _HB = struct.Struct(">H")
 _I = struct.Struct(">I")
 _OCTET = tuple(bytes((i,)) for i in range(256))
@@ -123,6 +139,71 @@ class FrameReader:
         start = self._pos
         self._pos += len(PROTOCOL_HEADER)
         return bytes(self._buf[start : self._pos])
+
+    def peek_publish(self) -> Publish | None:
+        """A whole basic.publish at the head of the buffer, parsed, NOT consumed.
+
+        The hot path's shortcut past three Frames: a method frame with basic.publish's ids,
+        its content header and (unless the body is empty) exactly one body frame holding the
+        whole body, all on one channel and all of them well-formed: every frame-end octet in
+        place, every size within ``frame_max``, the header of class 60 with weight 0 (the
+        checks ``next_frame`` and the assembler make). Anything else (a bad frame, a body in
+        several frames, a publish not all buffered yet) is None, and ``next_frame`` takes it
+        frame by frame, so the errors stay exactly as they are. ``consume(end)`` takes it.
+        """
+        buf = self._buf
+        pos = self._pos
+        n = len(buf)
+        if n - pos < 22:  # a method frame with the ids (11) + a header frame's first 11
+            return None
+        ftype, channel, size = _HDR.unpack_from(buf, pos)
+        frame_max = self.frame_max
+        if ftype != FRAME_METHOD or channel == 0 or size < 4 or (frame_max and size > frame_max):
+            return None
+        start = pos + 7
+        if buf[start : start + 4] != _PUBLISH_IDS:
+            return None
+        mend = start + size
+        hpos = mend + 1
+        if n < hpos + 7 or buf[mend] != FRAME_END:
+            return None
+        ftype, hchannel, hsize = _HDR.unpack_from(buf, hpos)
+        if ftype != FRAME_HEADER or hchannel != channel or hsize < 12:
+            return None
+        if frame_max and hsize > frame_max:
+            return None
+        hend = hpos + 7 + hsize
+        if n <= hend or buf[hend] != FRAME_END:
+            return None
+        class_id, weight, body_size = _CONTENT_FIELDS.unpack_from(buf, hpos + 7)
+        if class_id != 60 or weight != 0:
+            return None
+        if body_size == 0:
+            body = b""
+            end = hend + 1
+        else:
+            bpos = hend + 1
+            if n < bpos + 7:
+                return None
+            ftype, bchannel, bsize = _HDR.unpack_from(buf, bpos)
+            if ftype != FRAME_BODY or bchannel != channel or bsize != body_size:
+                return None
+            if frame_max and bsize > frame_max:
+                return None
+            bend = bpos + 7 + bsize
+            if n <= bend or buf[bend] != FRAME_END:
+                return None
+            if bsize < 8192:
+                body = bytes(buf[bpos + 7 : bend])
+            else:
+                with memoryview(buf) as view:
+                    body = view[bpos + 7 : bend].tobytes()
+            end = bend + 1
+        return Publish(channel, end, bytes(buf[start:mend]), bytes(buf[hpos + 19 : hend]), body)
+
+    def consume(self, end: int) -> None:
+        """Take what ``peek_publish`` found (``end`` is its ``end``)."""
+        self._pos = end
 
     def next_frame(self) -> Frame | None:
         buf = self._buf
@@ -231,6 +312,11 @@ def _ss(value: str) -> bytes:
     return _OCTET[len(raw)] + raw
 
 
+def shortstr(value: str) -> bytes:
+    """``value`` as an AMQP shortstr (length octet + UTF-8), for parts encoded once."""
+    return _ss(value)
+
+
 def encode_basic_deliver(
     channel: int,
     consumer_tag: str,
@@ -243,17 +329,38 @@ def encode_basic_deliver(
     frame_max: int,
 ) -> bytes:
     """basic.deliver method frame + content header + body frames, as one bytes object."""
-    ctag = _ss(consumer_tag)
-    ex = _ss(exchange)
-    rk = _ss(routing_key)
+    return encode_deliver(
+        channel,
+        _ss(consumer_tag),
+        delivery_tag,
+        redelivered,
+        _ss(exchange) + _ss(routing_key),
+        properties_raw,
+        body,
+        frame_max,
+    )
+
+
+def encode_deliver(
+    channel: int,
+    ctag: bytes,
+    delivery_tag: int,
+    redelivered: bool,
+    route: bytes,
+    properties_raw: bytes,
+    body: bytes,
+    frame_max: int,
+) -> bytes:
+    """``encode_basic_deliver`` from parts encoded once: the consumer tag as a shortstr
+    (a consumer's, for all its deliveries) and exchange + routing key as two shortstrs
+    (a message's, for every queue it is delivered from)."""
     # payload: class+method ids (4) + ctag + delivery-tag (8) + bits (1) + exchange + rk
-    size = 13 + len(ctag) + len(ex) + len(rk)
+    size = 13 + len(ctag) + len(route)
     parts: list[bytes | memoryview] = [
         _METHOD_HDR_IDS.pack(FRAME_METHOD, channel, size, 60, 60),
         ctag,
         _QB.pack(delivery_tag, redelivered),
-        ex,
-        rk,
+        route,
     ]
     _append_content(parts, channel, 60, properties_raw, body, frame_max, True)
     return b"".join(parts)

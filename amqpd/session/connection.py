@@ -64,7 +64,13 @@ from amqpd.protocol.constants import (
     PROTOCOL_HEADER,
 )
 from amqpd.protocol.fieldtable import FieldTable
-from amqpd.protocol.frames import HEARTBEAT_FRAME, Frame, FrameReader, encode_method_frame
+from amqpd.protocol.frames import (
+    HEARTBEAT_FRAME,
+    Frame,
+    FrameReader,
+    Publish,
+    encode_method_frame,
+)
 from amqpd.session import handshake
 from amqpd.session.config import ConnectionConfig
 from amqpd.session.heartbeat import HeartbeatMonitor
@@ -103,6 +109,7 @@ _BASIC_PUBLISH_IDS = _METHOD_IDS.pack(M.BasicPublish.CLASS_ID, M.BasicPublish.ME
 _PRE_RUNNING = frozenset(
     {_State.HANDSHAKE, _State.STARTING, _State.TUNING, _State.OPENING, _State.SILENT}
 )
+_PUBLISH_METHODS_KEPT = 64
 _STOPPING = frozenset({_State.CLOSING, _State.SILENT})
 
 
@@ -172,6 +179,9 @@ class Connection:
         self._sent = 0  # octets queued, heartbeats excluded (rabbit_heartbeat send_oct)
         self._received = 0
         self._stop_reading = False
+        # Decoded basic.publish methods by their payload: a publisher repeats one exchange
+        # and routing key, and the method is immutable (attrs.frozen), so one object serves.
+        self._publish_methods: dict[bytes, M.Method] = {}
         self._released = False
         self._releasing = False
         self._last_now = now
@@ -357,9 +367,14 @@ class Connection:
                 self._finish()
                 return
             self._send_start(version)
+        reader = self._reader
         while self._state is not _State.CLOSED and not self._stop_reading:
+            if self._state is _State.RUNNING:
+                publish = reader.peek_publish()
+                if publish is not None and self._whole_publish(publish, now):
+                    continue
             try:
-                frame = self._reader.next_frame()
+                frame = reader.next_frame()
             except FrameError as exc:
                 if _frame_consumed(exc):
                     # An unknown frame type: the stream is still in sync (rabbit_reader
@@ -376,6 +391,41 @@ class Connection:
                 self._handle_frame(frame, now)
             except AMQPError as exc:
                 self._handle_exception(exc, now)
+
+    def _whole_publish(self, publish: Publish, now: float) -> bool:
+        """Handle a basic.publish whose frames are all buffered as one command.
+
+        What its three frames would do one by one (``_channel_frame``, the assembler,
+        ``_publish_received``), for the common case only: an open channel whose assembler
+        waits for a method, a body within max_message_size, a method that decodes. False
+        (nothing consumed) otherwise, and the frames take the usual path with its errors.
+        Its method comes from ``_publish_methods`` when this connection published the same
+        octets lately.
+        """
+        slot = self._slots.get(publish.channel)
+        if slot is None or slot.channel is None or slot.closing:
+            return False
+        assembler = slot.assembler
+        if not assembler.idle or len(publish.body) > assembler.max_body_size:
+            return False
+        method = self._publish_methods.get(publish.method)
+        if method is None:
+            try:
+                method = M.decode_method(publish.method)
+            except AMQPError:
+                return False
+            if len(self._publish_methods) >= _PUBLISH_METHODS_KEPT:
+                self._publish_methods.clear()  # client-chosen keys: bounded, and simply so
+            self._publish_methods[publish.method] = method
+        self._reader.consume(publish.end)
+        self._publish_received(now)
+        try:
+            self._channel_command(
+                publish.channel, slot, Command(method, publish.properties_raw, publish.body), now
+            )
+        except AMQPError as exc:
+            self._handle_exception(exc, now)
+        return True
 
     def _unknown_method(self, frame: Frame) -> bool:
         """Drop the connection on an unknown class/method id, as RabbitMQ does.

@@ -17,8 +17,9 @@ basic.cancel and basic.qos clauses, ``cancel_consumer/3``, ``rabbit_queue_consum
 - Per-consumer prefetch is the channel's ``basic.qos(global=false)`` value at consume time;
   a no-ack consumer has none (``rabbit_queue_consumers:add``). The shared limit is the
   channel's ``Limiter``.
-- ``deliver`` is the hot path: one ``encode_basic_deliver`` call, one ``Unacked`` record
-  (none for no-ack: the queue forgets the message at once).
+- ``deliver`` is the hot path: one ``encode_deliver`` call (the consumer tag encoded once,
+  at consume; the message encodes exchange and routing key once for all its queues), one
+  ``Unacked`` record (none for no-ack: the queue settled the message before the call).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from amqpd import errors
 from amqpd.broker.arguments import check_consume_args_for_type, is_int, type_name
 from amqpd.errors import NotAllowed, PreconditionFailed
 from amqpd.protocol import methods as M
-from amqpd.protocol.frames import encode_basic_deliver
+from amqpd.protocol.frames import encode_deliver, shortstr
 from amqpd.protocol.methods import BasicCancel, BasicCancelOk, BasicConsumeOk, BasicQosOk
 from amqpd.session import reply_to
 from amqpd.session.unacked import Unacked
@@ -70,6 +71,7 @@ class ChannelConsumer:
         "active",
         "arguments",
         "channel",
+        "ctag",
         "exclusive",
         "no_ack",
         "outstanding",
@@ -93,6 +95,7 @@ class ChannelConsumer:
         self.channel = channel
         self.queue = queue
         self.tag = tag
+        self.ctag = shortstr(tag)  # as every basic.deliver carries it
         self.no_ack = no_ack
         self.exclusive = exclusive
         # rabbit_queue_consumers:add: a no-ack consumer gets no credit limit.
@@ -117,21 +120,19 @@ class ChannelConsumer:
         message = entry.message
         conn = channel.conn
         conn.send(
-            encode_basic_deliver(
+            encode_deliver(
                 channel.number,
-                self.tag,
+                self.ctag,
                 tag,
                 entry.redelivered,
-                message.exchange,
-                message.routing_key,
+                message.route,
                 message.properties_raw,
                 message.body,
                 conn.frame_max,
             )
         )
         if self.no_ack:
-            queue.ack(entry)
-            return
+            return  # the queue settled it already (Queue._hand_to)
         channel.unacked.add(Unacked(tag, queue, entry, self))
         self.outstanding += 1
         limiter = channel.limiter

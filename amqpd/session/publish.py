@@ -69,7 +69,7 @@ def basic_publish(ch: Channel, cmd: Command) -> None:
     message = Message(m.exchange, m.routing_key, props_raw, body)
     vhost = ch.vhost
     access = ch.access
-    access.write("exchange", m.exchange)  # before the lookup: a missing exchange is refused too
+    access.publish(m.exchange)  # before the lookup: a missing exchange is refused too
     check_props = len(props_raw) >= 2 and ((props_raw[0] << 8) | props_raw[1]) & _CHECKED_FLAGS
     if check_props or access.topic_restricted:
         # rabbit_channel: the exchange (404 / 403), the topic permission, the property
@@ -80,12 +80,12 @@ def basic_publish(ch: Channel, cmd: Command) -> None:
             access.check_topic("write", m.exchange, exchange.type, m.routing_key)
         if check_props:
             message = _check_properties(ch, message)
-    logged = vhost.durable.last_token
+    holds = vhost.durable_holds
     # The message comes back without its BCC header, if any.
     queues, message = vhost.route_message(m.exchange, message, ch.now)
     # Routing appends to the log only when a durable delayed exchange holds the message:
     # then the confirm waits for the log (beyond the plugin, whose confirm does not).
-    held = vhost.durable.last_token != logged
+    held = vhost.durable_holds != holds
     if m.exchange == "" and m.routing_key.startswith(reply_to.PREFIX):
         # Before the tx check: RabbitMQ delivers replies at publish time even in a tx.
         reply_to.deliver(ch, m.routing_key, message)

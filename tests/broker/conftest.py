@@ -14,6 +14,7 @@ from amqpd.protocol.properties import BasicProperties
 
 class FakeConsumer:
     """Implements the Consumer protocol; ``credit`` None means always ready."""
+    no_ack = False  # a manual-ack consumer (queue.Consumer)
 
     def __init__(
         self,

@@ -53,6 +53,20 @@ def test_changes_apply_to_the_next_check():
         access.read("queue", "r-1")
 
 
+def test_publish_check_remembers_an_exchange_until_the_table_changes():
+    table, access = _access()
+    access.publish("w-x")
+    access.publish("w-x")  # the remembered answer
+    with pytest.raises(AccessRefused, match=r"exchange 'amq\.default'"):
+        access.publish("")
+    table.set("u", "/", Permission("", "", ""))  # revoked: the next publish is refused
+    with pytest.raises(AccessRefused, match="exchange 'w-x'"):
+        access.publish("w-x")
+    table.set("u", "/", Permission("", ".*", ""))
+    access.publish("w-x")
+    access.publish("")
+
+
 def test_topic_permissions_only_restrict_topic_exchanges():
     table, access = _access()
     assert not access.topic_restricted

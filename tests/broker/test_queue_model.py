@@ -20,6 +20,7 @@ MAX_PRIORITY = 3
 
 
 class CreditConsumer:
+    no_ack = False  # a manual-ack consumer (queue.Consumer)
     tag = "c"
     exclusive = False
 

@@ -48,6 +48,7 @@ class Clock:
 
 class Reader:
     """A stream consumer with explicit credit (None: unlimited)."""
+    no_ack = False  # a manual-ack consumer (queue.Consumer)
 
     def __init__(self, tag: str = "c", credit: int | None = None) -> None:
         self.tag = tag

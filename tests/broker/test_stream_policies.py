@@ -37,6 +37,7 @@ class Clock:
 
 
 class Reader:
+    no_ack = False  # a manual-ack consumer (queue.Consumer)
     def __init__(self) -> None:
         self.tag = "c"
         self.exclusive = False

@@ -7,6 +7,8 @@ Rules of this module:
   ``validate_binding``.
 - A binding is identified by (destination, routing key, arguments) as in RabbitMQ's
   ``#binding{}``; binding twice is a no-op, unbinding a missing binding is a no-op.
+- ``forwarding`` counts the destinations that route further (a true ``forwards``
+  attribute: exchanges); with none, a route's result is final (the vhost's fast path).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ class ExchangeType:
         self._bindings: dict[BindingKey, Mapping[str, Any]] = {}
         # destination -> its binding keys, so deleting a queue costs its own bindings only.
         self._by_dest: dict[Destination, set[BindingKey]] = {}
+        self.forwarding = 0  # destinations in _by_dest that are exchanges (module rules)
 
     # -- the interface the vhost uses -------------------------------------------------------
     def validate_binding(self, routing_key: str, arguments: Mapping[str, Any]) -> None:
@@ -44,7 +47,12 @@ class ExchangeType:
         if key in self._bindings:
             return False
         self._bindings[key] = arguments
-        self._by_dest.setdefault(destination, set()).add(key)
+        keys = self._by_dest.get(destination)
+        if keys is None:
+            keys = self._by_dest[destination] = set()
+            if getattr(destination, "forwards", False):
+                self.forwarding += 1
+        keys.add(key)
         self._add(destination, routing_key, arguments)
         return True
 
@@ -62,7 +70,11 @@ class ExchangeType:
 
     def remove_destination(self, destination: Destination) -> int:
         """Drop every binding to ``destination``; returns how many there were."""
-        keys = self._by_dest.pop(destination, set())
+        keys = self._by_dest.pop(destination, None)
+        if keys is None:
+            return 0
+        if getattr(destination, "forwards", False):
+            self.forwarding -= 1
         for key in keys:
             args = self._bindings.pop(key)
             self._remove(destination, key[1], args)
@@ -73,6 +85,8 @@ class ExchangeType:
         keys.discard(key)
         if not keys:
             del self._by_dest[key[0]]
+            if getattr(key[0], "forwards", False):
+                self.forwarding -= 1
 
     def has_binding(
         self, destination: Destination, routing_key: str, arguments: Mapping[str, Any]
