@@ -86,7 +86,9 @@ def _truthy(value: object) -> bool:
     return value is True
 
 
-@attrs.frozen(slots=True)
+# Not attrs.frozen, though nobody changes one (a requeue makes a new entry): one is built
+# per message and queue, and a frozen class's __init__ costs a setattr call per field.
+@attrs.define(slots=True, unsafe_hash=True)
 class QueuedMessage:
     message: Message
     seq: int
