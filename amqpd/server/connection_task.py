@@ -6,8 +6,16 @@ Rules of this module:
   returns per wake-up (so output queued while a send is in flight goes out as one batch);
   the timer sleeps until ``conn.next_deadline()`` and calls ``conn.tick``.
 - Every call into the connection happens in this connection's own tasks, except
-  ``shutdown`` (from the server task); ``on_output`` only sets an event, so a delivery from
-  another connection's publish never runs our I/O inside their call stack.
+  ``shutdown`` (from the server task) and the write-through below; ``on_output`` never
+  does I/O, so a delivery from another connection's publish never runs our I/O inside
+  their call stack.
+- Write-through: output queued while some connection's reader is inside ``receive_data``
+  (a reader step: a publish delivering to consumers, say) is sent by that reader right
+  after the step, with one non-blocking ``send`` per woken connection, instead of a wake-up
+  of each writer first (a scheduler pass per hop: latency). Only on a plain socket, only
+  when that connection's writer is idle with nothing left over, and never blocking or
+  raising: whatever the socket does not take (all of it, on any error) is left for the
+  writer, which sends it before anything newer, so the order on the wire is kept.
 - A bug anywhere in the connection's code drops this connection only: it is logged with the
   connection id and peer, the peer gets connection.close 541 if the stream is still usable,
   and the socket is closed. Nothing escapes to the server's nursery.
@@ -20,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
@@ -35,6 +44,23 @@ FAULT_SEND_TIMEOUT = 1.0
 FINAL_FLUSH_TIMEOUT = 10.0
 
 log = structlog.get_logger("amqpd.server")
+
+
+class _ReaderStep:
+    """The connections woken during the current reader step (module rules: write-through).
+
+    trio runs one task at a time and ``receive_data`` never awaits, so "inside a step" is
+    exact: any ``on_output`` between ``begin`` and ``end`` comes from that step.
+    """
+
+    __slots__ = ("active", "woken")
+
+    def __init__(self) -> None:
+        self.active = False
+        self.woken: list[ConnectionTask] = []
+
+
+_step = _ReaderStep()
 
 
 class ServedConnection(Protocol):
@@ -86,13 +112,63 @@ class ConnectionTask:
         self._scope = trio.CancelScope()
         self._resume = trio.Event()
         self._shutting_down = False
-        conn.on_output = self.wake
+        self._leftover = b""  # write-through output the socket did not take: sent first
+        self._in_step = False  # in _step.woken
+        self._fd = _socket_fd(stream)
+        conn.on_output = self._on_output
 
     # Called from outside this connection's tasks.
 
     def wake(self) -> None:
-        """``on_output``: output was queued; the writer sends it on its next wake-up."""
+        """Output was queued; the writer sends it on its next wake-up."""
         self._output_ready.set()
+
+    def _on_output(self) -> None:
+        # Inside a reader step (and on a plain socket) the reader writes it through after
+        # the step; otherwise the writer is woken as usual.
+        if _step.active and self._fd is not None:
+            if not self._in_step:
+                self._in_step = True
+                _step.woken.append(self)
+            return
+        self._output_ready.set()
+
+    def _write_through(self) -> None:
+        """After a reader step: send what is queued now, or leave it to the writer.
+
+        Never blocks and never raises (it runs in another connection's reader).
+        """
+        self._in_step = False
+        fd = self._fd
+        if (
+            fd is None
+            or self._sending
+            or self._leftover
+            or self.conn.closed
+            or self._eof
+            # Closed already (aclose): the number may belong to another socket by now.
+            or _socket_fd(self.stream) != fd
+        ):
+            self._output_ready.set()
+            return
+        try:
+            self._check_deadline()
+            data = self.conn.data_to_send()
+            if not data:
+                return
+            try:
+                sent = os.write(fd, data)
+            except BlockingIOError:
+                sent = 0
+            except OSError:
+                sent = 0  # the writer's send_all meets the error and ends the connection
+        except Exception as exc:  # a bug in the session: this connection only
+            self._record_fault(exc, "write-through")
+            self._scope.cancel()
+            return
+        if sent < len(data):
+            self._leftover = data[sent:]
+            self._output_ready.set()
 
     def set_blocked(self, reason: str | None) -> None:
         """A resource alarm (``reason``) or its end (None), for the session to apply."""
@@ -167,7 +243,14 @@ class ConnectionTask:
                 await self._resume.wait()
             # bytes() of a bytes object is the object itself; only bytearrays get copied.
             data = bytes(await self.stream.receive_some(self._read_size))
-            self.conn.receive_data(data, trio.current_time())
+            _step.active = True
+            try:
+                self.conn.receive_data(data, trio.current_time())
+            finally:
+                _step.active = False
+                woken, _step.woken = _step.woken, []
+                for task in woken:
+                    task._write_through()
             self.wake()
             if not data:
                 # AMQP has no half-close: once the peer has sent EOF we flush and hang up.
@@ -187,6 +270,9 @@ class ConnectionTask:
             self._output_ready = trio.Event()
             self._check_deadline()
             data = self.conn.data_to_send()
+            if self._leftover:
+                data = self._leftover + data
+                self._leftover = b""
             if data:
                 self._sending = True
                 await self.stream.send_all(data)
@@ -243,3 +329,14 @@ class ConnectionTask:
             self.conn.connection_lost()
         except Exception as exc:
             self._log.error("connection_lost() raised", exc_info=exc)
+
+
+def _socket_fd(stream: trio.abc.Stream) -> int | None:
+    """The file descriptor of a plain TCP or Unix socket stream (None for TLS and the
+    in-memory streams of tests: they always go through the writer)."""
+    if isinstance(stream, trio.SocketStream):
+        try:
+            return stream.socket.fileno()
+        except OSError:
+            return None
+    return None
