@@ -106,6 +106,8 @@ class _State(enum.Enum):
 
 _METHOD_IDS = struct.Struct(">HH")
 _BASIC_PUBLISH_IDS = _METHOD_IDS.pack(M.BasicPublish.CLASS_ID, M.BasicPublish.METHOD_ID)
+_BASIC_ACK_IDS = _METHOD_IDS.pack(M.BasicAck.CLASS_ID, M.BasicAck.METHOD_ID)
+_TAG_BITS = struct.Struct(">QB")  # basic.ack's delivery-tag and bits
 _PRE_RUNNING = frozenset(
     {_State.HANDSHAKE, _State.STARTING, _State.TUNING, _State.OPENING, _State.SILENT}
 )
@@ -385,8 +387,17 @@ class Connection:
                 return
             if frame is None:
                 return
-            if frame.type == FRAME_METHOD and self._unknown_method(frame):
-                return
+            if frame.type == FRAME_METHOD:
+                payload = frame.payload
+                if (
+                    len(payload) == 13
+                    and payload.startswith(_BASIC_ACK_IDS)
+                    and self._state is _State.RUNNING
+                    and self._plain_ack(frame, now)
+                ):
+                    continue
+                if self._unknown_method(frame):
+                    return
             try:
                 self._handle_frame(frame, now)
             except AMQPError as exc:
@@ -423,6 +434,24 @@ class Connection:
             self._channel_command(
                 publish.channel, slot, Command(method, publish.properties_raw, publish.body), now
             )
+        except AMQPError as exc:
+            self._handle_exception(exc, now)
+        return True
+
+    def _plain_ack(self, frame: Frame, now: float) -> bool:
+        """A basic.ack (a consumer sends one per message) straight to its channel.
+
+        What ``_handle_frame`` → ``_channel_frame`` → the assembler would do, for an open
+        channel waiting for a method (False otherwise, and the frame takes that path).
+        """
+        number = frame.channel
+        slot = self._slots.get(number)
+        if slot is None or slot.channel is None or slot.closing or not slot.assembler.idle:
+            return False
+        delivery_tag, bits = _TAG_BITS.unpack_from(frame.payload, 4)
+        method = M.BasicAck(delivery_tag=delivery_tag, multiple=bool(bits & 1))
+        try:
+            self._channel_command(number, slot, Command(method), now)
         except AMQPError as exc:
             self._handle_exception(exc, now)
         return True
