@@ -106,20 +106,24 @@ def basic_publish(ch: Channel, cmd: Command) -> None:
             confirms.confirm(seq)
 
 
-# What a durable publish's confirm waits for, in ConfirmTracker terms: the log, as a "queue".
-_ON_DISK = "durable log"
-
-
 def _confirm_when_durable(ch: Channel, confirms: ConfirmTracker, seq: int) -> None:
-    confirms.insert(seq, (_ON_DISK,))
+    durable = ch.vhost.durable
+    confirms.wait_for_disk(seq, durable.last_token)
+    if confirms.disk_watched:
+        return  # the channel's commit callback will see it
+    confirms.disk_watched = True
 
+    # One callback per channel and commit, not one per publish.
     def on_disk() -> FollowUp | None:
+        confirms.disk_watched = False
         if ch.closed or ch.confirms is not confirms:
             return None
-        confirms.settle((seq,), _ON_DISK)
+        if confirms.on_disk(durable.committed_token):
+            confirms.disk_watched = True  # publishes of the next batch
+            durable.after_commit(on_disk)
         return ch.flush
 
-    ch.vhost.durable.after_commit(on_disk)
+    durable.after_commit(on_disk)
 
 
 def _check_properties(ch: Channel, message: Any) -> Any:
