@@ -16,6 +16,10 @@ under /dev/shm when there is one, so fsync costs little and does not blur the fi
 
     python benchmarks/durable_path.py [--messages N] [--size BYTES] [--burst N]
                                       [--window N] [--prefetch N] [--profile FILE]
+                                      [--transient]
+
+``--transient`` publishes delivery-mode 1 messages through the same set-up: what the
+path costs without the durable log (confirms at once, nothing logged).
 """
 
 from __future__ import annotations
@@ -44,7 +48,9 @@ def _call(conn: object, method: M.Method) -> None:
     conn.data_to_send()  # type: ignore[attr-defined]
 
 
-def run(messages: int, size: int, burst: int, window: int, prefetch: int, profile: str) -> None:
+def run(
+    messages: int, size: int, burst: int, window: int, prefetch: int, profile: str, mode: int
+) -> None:
     base = Path("/dev/shm") if Path("/dev/shm").is_dir() else None
     data_dir = Path(tempfile.mkdtemp(prefix="amqpd-durable-path-", dir=base))
     try:
@@ -64,7 +70,7 @@ def run(messages: int, size: int, burst: int, window: int, prefetch: int, profil
         _call(consumer, M.BasicConsume(queue=queue, consumer_tag="c", arguments={}))
         one = encode_method_frame(
             1, M.BasicPublish(exchange=exchange, routing_key=queue)
-        ) + encode_content(1, BasicProperties(delivery_mode=2).encode(), b"x" * size, 131072)
+        ) + encode_content(1, BasicProperties(delivery_mode=mode).encode(), b"x" * size, 131072)
         stats = broker.vhosts["/"].queues[queue].statistics
         confirms = FrameReader(131072)
         state = {"published": 0, "confirmed": 0, "acked": 0}
@@ -136,8 +142,11 @@ def main() -> None:
     p.add_argument("--window", type=int, default=256, help="unconfirmed publishes at most")
     p.add_argument("--prefetch", type=int, default=256)
     p.add_argument("--profile", default="", help="write a cProfile to this file")
+    p.add_argument(
+        "--transient", action="store_true", help="delivery-mode 1: the same path, no log"
+    )
     a = p.parse_args()
-    run(a.messages, a.size, a.burst, a.window, a.prefetch, a.profile)
+    run(a.messages, a.size, a.burst, a.window, a.prefetch, a.profile, 1 if a.transient else 2)
 
 
 if __name__ == "__main__":

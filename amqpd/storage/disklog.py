@@ -426,13 +426,14 @@ class DiskDurableLog(DurableLog):
         )  # fmt: skip
         log = self.log
         notify = not self.sync_needed
-        position = log.append(_PUBLISHED, payload)
-        self.catalog.hold_queues(holders, position.segment)
+        offset = log.append_at(_PUBLISHED, payload)
+        segment = log.head
+        self.catalog.hold_queues(holders, segment)
         if notify and self.on_sync_needed is not None:
             self.on_sync_needed()
         # The body is the payload's last field: readable there once the record is written.
-        start = position.offset + RECORD_HEADER_SIZE + len(payload) - len(body)
-        self._last_body = location(position.segment, start)
+        start = offset + RECORD_HEADER_SIZE + len(payload) - len(body)
+        self._last_body = segment << LOCATION_SHIFT | start  # bodies.location, inlined
         return msg_id
 
     def last_body(self) -> tuple[BodyReader, int] | None:
