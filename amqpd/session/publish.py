@@ -13,7 +13,9 @@ confirm and tx clauses, ``deliver_to_queues/3``, ``process_routing_mandatory/5``
   once its queues accepted it; in memory that is at once, and the ack goes out coalesced on
   ``Channel.flush``. A persistent message that went to durable queues (and so to the
   durable log: ``message.store_id`` set) is confirmed only once the log has fsynced it
-  (``DurableLog.after_commit``), the batch's confirms again coalesced into one flush.
+  (``DurableLog.after_commit``), the batch's confirms again coalesced into one flush: it
+  waits in the ``ConfirmTracker`` with its record's token, and the channel keeps one
+  commit callback registered while any publish waits (not one per publish).
   tx.select on a confirm channel → 406 "cannot switch from confirm to tx mode";
   confirm.select on a tx channel → 406 "cannot switch from tx to confirm mode".
 - tx: see ``amqpd.session.tx``; tx.commit / tx.rollback without tx.select → 406 "channel is
