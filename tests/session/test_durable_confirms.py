@@ -143,3 +143,29 @@ def test_channels_are_confirmed_independently(conn: FakeConnection, log: DiskDur
     two.on_closed()  # its confirm is dropped; channel one's are not
     run_callbacks(log.commit())
     assert conn.methods() == [M.BasicAck(delivery_tag=2, multiple=True)]
+
+
+def test_acks_and_deliveries_of_a_batch_are_one_record_each(
+    conn: FakeConnection, log: DiskDurableLog
+) -> None:
+    """Through the channel: ten gets and ten single acks between two commits are one
+    MessagesRemoved record (the delivered markers of acked messages are not written);
+    the one left unacked gets its marker."""
+    from amqpd.storage.entries import MessagesDelivered, MessagesRemoved
+    from amqpd.storage.recovery import recover_segments
+
+    ch = _channel(conn)
+    for _ in range(11):
+        _publish(conn, ch, "dq", PERSISTENT)
+    run_callbacks(log.commit())
+    conn.take()
+    for _ in range(11):
+        conn.call(ch, M.BasicGet(queue="dq"))
+    conn.take()
+    for tag in range(1, 11):
+        conn.call(ch, M.BasicAck(delivery_tag=tag))
+    run_callbacks(log.commit())
+    kinds = [r.kind for _, r in recover_segments(log.log.files).records]
+    assert kinds.count(MessagesRemoved.KIND) == 1
+    assert kinds.count(MessagesDelivered.KIND) == 1
+    assert log.catalog.queues[("/", "dq")].count == 1
