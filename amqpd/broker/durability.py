@@ -57,9 +57,14 @@ class QueueJournal:
     def delivered(self, entry: QueuedMessage) -> None:
         message = entry.message
         if message.store_id:
-            self._log.messages_delivered(
-                self.vhost, self.queue, (message.store_id,), (message.store_segment,)
+            # One message: the log batches these per queue until its next commit.
+            self._log.message_delivered(
+                self.vhost, self.queue, message.store_id, message.store_segment
             )
+
+    def removed_one(self, message: Message) -> None:
+        """``removed`` of one stored message (an ack): batched like ``delivered``."""
+        self._log.message_removed(self.vhost, self.queue, message.store_id, message.store_segment)
 
     def removed(self, entries: Iterable[QueuedMessage]) -> None:
         stored = [e.message for e in entries if e.message.store_id]

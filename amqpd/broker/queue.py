@@ -481,7 +481,7 @@ class Queue:
     def _removed(self, entry: QueuedMessage) -> None:
         """``entry`` left this queue for good: tell the durable log, if it holds it."""
         if self.journal is not None and entry.message.store_id:
-            self.journal.removed((entry,))
+            self.journal.removed_one(entry.message)
 
     def ack(self, entry: QueuedMessage) -> None:
         """Settle an unacked entry (basic.ack, or no-ack delivery)."""

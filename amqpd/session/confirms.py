@@ -20,11 +20,18 @@ Rules of this module (reference 2.6; RabbitMQ ``rabbit_confirms`` and
     the others single acks;
   * nacks the same way with the roles swapped (and no single-element special case).
   Acks are emitted before nacks.
+- A publish whose message went to the durable log waits for the log instead
+  (``wait_for_disk(seq, token)``, the token of its record): ``on_disk(committed)``
+  confirms every waiting seqno whose token is committed, oldest first. Tokens grow with
+  seqnos, so the waiting ones are a FIFO and a commit's confirms cost a few list
+  operations each, no per-publish set or callback. They count as unconfirmed for the
+  coalescing as any pending seqno does.
 - No I/O here: ``flush`` returns ``ConfirmFrame`` values the channel encodes.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Hashable, Iterable
 from typing import NamedTuple
 
@@ -38,12 +45,16 @@ class ConfirmFrame(NamedTuple):
 
 
 class ConfirmTracker:
-    __slots__ = ("_confirmed", "_pending", "_rejected", "next_seq")
+    __slots__ = ("_confirmed", "_on_disk", "_pending", "_rejected", "disk_watched", "next_seq")
 
     def __init__(self) -> None:
         self.next_seq = 1
         # seqno -> queues that have not accepted it yet (insertion order = seqno order).
         self._pending: dict[int, set[Hashable]] = {}
+        # (log token, seqno) of the publishes waiting for the durable log, in order.
+        self._on_disk: deque[tuple[int, int]] = deque()
+        # Set by the channel while it has a commit callback registered for them.
+        self.disk_watched = False
         self._confirmed: list[int] = []
         self._rejected: list[int] = []
 
@@ -78,6 +89,19 @@ class ConfirmTracker:
                 del pending[seq]
                 self._confirmed.append(seq)
 
+    def wait_for_disk(self, seq: int, token: int) -> None:
+        """``seq`` is confirmed once the durable log has committed ``token``."""
+        self._on_disk.append((token, seq))
+
+    def on_disk(self, committed: int) -> bool:
+        """The log committed every token up to ``committed``: confirm what waited for
+        them. Returns whether publishes still wait for the log."""
+        waiting = self._on_disk
+        confirmed = self._confirmed
+        while waiting and waiting[0][0] <= committed:
+            confirmed.append(waiting.popleft()[1])
+        return bool(waiting)
+
     def reject(self, seq: int) -> None:
         """Nack ``seq`` (a queue refused it); a pending seq stops waiting for the others."""
         self._pending.pop(seq, None)
@@ -96,7 +120,7 @@ class ConfirmTracker:
 
     @property
     def unconfirmed_count(self) -> int:
-        return len(self._pending)
+        return len(self._pending) + len(self._on_disk)
 
     def flush(self) -> list[ConfirmFrame]:
         """Take the accumulated confirms and nacks as frames, coalesced (module rules)."""
@@ -105,6 +129,10 @@ class ConfirmTracker:
             return []
         self._confirmed, self._rejected = [], []
         smallest_pending = next(iter(self._pending), None)
+        if self._on_disk:
+            first = self._on_disk[0][1]
+            if smallest_pending is None or first < smallest_pending:
+                smallest_pending = first
         frames: list[ConfirmFrame] = []
         if len(confirmed) == 1:
             # send_confirms([MsgSeqNo], ...) -> a plain single ack.
@@ -118,6 +146,7 @@ class ConfirmTracker:
     def clear(self) -> None:
         """Channel gone: nothing more will be sent (RabbitMQ drops sends while closing)."""
         self._pending.clear()
+        self._on_disk.clear()
         self._confirmed.clear()
         self._rejected.clear()
 

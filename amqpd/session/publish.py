@@ -13,7 +13,9 @@ confirm and tx clauses, ``deliver_to_queues/3``, ``process_routing_mandatory/5``
   once its queues accepted it; in memory that is at once, and the ack goes out coalesced on
   ``Channel.flush``. A persistent message that went to durable queues (and so to the
   durable log: ``message.store_id`` set) is confirmed only once the log has fsynced it
-  (``DurableLog.after_commit``), the batch's confirms again coalesced into one flush.
+  (``DurableLog.after_commit``), the batch's confirms again coalesced into one flush: it
+  waits in the ``ConfirmTracker`` with its record's token, and the channel keeps one
+  commit callback registered while any publish waits (not one per publish).
   tx.select on a confirm channel → 406 "cannot switch from confirm to tx mode";
   confirm.select on a tx channel → 406 "cannot switch from tx to confirm mode".
 - tx: see ``amqpd.session.tx``; tx.commit / tx.rollback without tx.select → 406 "channel is
@@ -106,20 +108,24 @@ def basic_publish(ch: Channel, cmd: Command) -> None:
             confirms.confirm(seq)
 
 
-# What a durable publish's confirm waits for, in ConfirmTracker terms: the log, as a "queue".
-_ON_DISK = "durable log"
-
-
 def _confirm_when_durable(ch: Channel, confirms: ConfirmTracker, seq: int) -> None:
-    confirms.insert(seq, (_ON_DISK,))
+    durable = ch.vhost.durable
+    confirms.wait_for_disk(seq, durable.last_token)
+    if confirms.disk_watched:
+        return  # the channel's commit callback will see it
+    confirms.disk_watched = True
 
+    # One callback per channel and commit, not one per publish.
     def on_disk() -> FollowUp | None:
+        confirms.disk_watched = False
         if ch.closed or ch.confirms is not confirms:
             return None
-        confirms.settle((seq,), _ON_DISK)
+        if confirms.on_disk(durable.committed_token):
+            confirms.disk_watched = True  # publishes of the next batch
+            durable.after_commit(on_disk)
         return ch.flush
 
-    ch.vhost.durable.after_commit(on_disk)
+    durable.after_commit(on_disk)
 
 
 def _check_properties(ch: Channel, message: Any) -> Any:

@@ -360,6 +360,22 @@ class Catalog:
         if count:
             self._live.pin(segment, count)
 
+    def holders(self, vhost: str, queues: Iterable[str]) -> tuple[DurableQueue, ...]:
+        """The distinct durable queues of ``queues`` that exist, for ``hold_queues`` (valid
+        until a queue is declared or deleted)."""
+        found = (self.queues.get((vhost, name)) for name in dict.fromkeys(queues))
+        return tuple(queue for queue in found if queue is not None)
+
+    def hold_queues(self, queues: tuple[DurableQueue, ...], segment: int) -> None:
+        """``hold`` with the queues looked up already (``holders``): once per publish."""
+        self.clean_shutdown = False
+        for queue in queues:
+            pins = queue.pins
+            pins[segment] = pins.get(segment, 0) + 1
+            queue.count += 1
+        if queues:
+            self._live.pin(segment, len(queues))
+
     def settle(
         self,
         vhost: str,

@@ -12,6 +12,15 @@ Rules of this module (docs/storage.md):
   broker's ``Message.store_segment``), which is all the catalog counts. ``on_sync_needed``
   fires when the buffer goes from empty to non-empty, so the server's
   persister knows to commit.
+- Except the one-message settlements (``message_delivered`` / ``message_removed``, one
+  per delivery and ack): they update the catalog's counts at once but their records wait,
+  per queue, and are appended as one ``MessagesDelivered`` and one ``MessagesRemoved``
+  record per queue at the next ``prepare_commit``, before the next record of any other
+  kind than a message, or when a queue has ``SETTLE_BATCH`` waiting. A delivered marker
+  whose message is removed before its record was appended is dropped (the removal says
+  more). So those records may land after message records appended after the calls:
+  a crash can lose an ack while keeping a later publish (as it may lose any ack the
+  disk has not seen), never a record that a returned commit covered.
 - Commit is the segment log's three steps (log.py); ``complete_commit`` returns the
   ``after_commit`` callbacks now due, in the order they were registered, for the caller to
   run. A failed write or fsync leaves the log broken (``StorageBroken`` from then on).
@@ -25,7 +34,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from amqpd.storage.bodies import LOCATION_SHIFT, BodyReader, location
-from amqpd.storage.catalog import DELIVERED, REMOVED, Catalog, ReplayLiveness
+from amqpd.storage.catalog import DELIVERED, REMOVED, Catalog, DurableQueue, ReplayLiveness
 from amqpd.storage.durable import CommitCallback, DurableLog, run_callbacks
 from amqpd.storage.entries import (
     BindingAdded,
@@ -42,7 +51,7 @@ from amqpd.storage.entries import (
     decode_entry,
 )
 from amqpd.storage.files import FileLayer, ReadFile
-from amqpd.storage.log import DEFAULT_SEGMENT_SIZE, Batch, Position, SegmentLog
+from amqpd.storage.log import DEFAULT_SEGMENT_SIZE, Batch, Position, SegmentLog, StorageBroken
 from amqpd.storage.record import HEADER as RECORD_HEADER
 from amqpd.storage.record import HEADER_SIZE as RECORD_HEADER_SIZE
 from amqpd.storage.record import Visitor
@@ -58,6 +67,9 @@ _PUBLISHED = MessagePublished.KIND
 RESTORE_READ_AHEAD = 1024 * 1024
 _OFFSET_MASK = (1 << LOCATION_SHIFT) - 1
 _CACHE_LIMIT = 4096  # distinct exchange names, routing keys, properties shared at restore
+# One-message settlements waiting for their records, per queue, at most (then appended):
+# bounds a record's size (a purge-sized batch) and what replay decodes at once.
+SETTLE_BATCH = 4096
 
 
 def _replayer(catalog: Catalog) -> Callable[[int], Visitor]:
@@ -141,6 +153,18 @@ class RecoveredMessage(NamedTuple):
     delivered: bool  # the log says it was delivered from this queue
 
 
+class _Settling:
+    """One queue's one-message settlements whose records are not appended yet."""
+
+    __slots__ = ("delivered", "queue", "released", "removed")
+
+    def __init__(self, queue: DurableQueue | None) -> None:
+        self.queue = queue  # the catalog's; None: unknown to it (its records change nothing)
+        self.delivered: dict[int, int] = {}  # id -> segment of its record, in call order
+        self.removed: list[int] = []
+        self.released: dict[int, int] = {}  # segment -> removals held there (to release)
+
+
 class DiskDurableLog(DurableLog):
     enabled = True
 
@@ -151,6 +175,15 @@ class DiskDurableLog(DurableLog):
         self.on_sync_needed: Callback | None = None
         self._next_id = catalog.max_message_id + 1
         self._waiters: deque[tuple[int, CommitCallback]] = deque()
+        # One-message settlements whose records wait (module rules), by (vhost, queue).
+        self._settling: dict[tuple[str, str], _Settling] = {}
+        # The encoded middle of message records (vhost, queues, exchange, routing key) and
+        # the catalog's queues they name, by those four: a stream of publishes repeats a
+        # few. Cleared with every record of another kind (a declare or delete may change
+        # which catalog queues the names mean).
+        self._heads: dict[
+            tuple[str, tuple[str, ...], str, str], tuple[bytes, tuple[DurableQueue, ...]]
+        ] = {}
         # Paging (docs/storage.md "Paging"): bodies read back from the segments, and where
         # the body of the last logged message is.
         self.bodies = BodyReader(log.files, segment_name)
@@ -288,9 +321,15 @@ class DiskDurableLog(DurableLog):
     def _append(
         self, entry: Entry, payload: bytes | None = None, *, apply: bool = True
     ) -> Position:
+        kind = entry.KIND
+        if kind != _PUBLISHED:
+            if self._settling:
+                self._append_settled()  # they happened before this record
+            if kind == QueueDeclared.KIND or kind == QueueDeleted.KIND:
+                self._heads.clear()
         log = self.log
-        notify = not log.sync_needed
-        position = log.append(entry.KIND, entry.encode() if payload is None else payload)
+        notify = not self.sync_needed
+        position = log.append(kind, entry.encode() if payload is None else payload)
         if apply:
             self.catalog.apply(entry, position.segment)
         if notify and self.on_sync_needed is not None:
@@ -369,15 +408,32 @@ class DiskDurableLog(DurableLog):
     ) -> int:
         msg_id = self._next_id
         self._next_id = msg_id + 1
-        entry = MessagePublished(
-            msg_id, vhost, tuple(queues), exchange, routing_key, properties_raw, body
-        )
-        payload = entry.encode()
-        position = self._append(entry, payload, apply=False)
-        self.catalog.hold(vhost, queues, position.segment)
+        names = tuple(queues)
+        key = (vhost, names, exchange, routing_key)
+        cached = self._heads.get(key)
+        if cached is None:
+            if len(self._heads) >= _CACHE_LIMIT:
+                self._heads.clear()
+            cached = self._heads[key] = (
+                MessagePublished.encode_head(vhost, names, exchange, routing_key),
+                self.catalog.holders(vhost, names),
+            )
+        head, holders = cached
+        # MessagePublished.encode with the head pre-encoded: one join, no entry object.
+        payload = b"".join(
+            (_U64.pack(msg_id), head, _U32.pack(len(properties_raw)), properties_raw,
+             _U32.pack(len(body)), body)
+        )  # fmt: skip
+        log = self.log
+        notify = not self.sync_needed
+        offset = log.append_at(_PUBLISHED, payload)
+        segment = log.head
+        self.catalog.hold_queues(holders, segment)
+        if notify and self.on_sync_needed is not None:
+            self.on_sync_needed()
         # The body is the payload's last field: readable there once the record is written.
-        start = position.offset + RECORD_HEADER_SIZE + len(payload) - len(body)
-        self._last_body = location(position.segment, start)
+        start = offset + RECORD_HEADER_SIZE + len(payload) - len(body)
+        self._last_body = segment << LOCATION_SHIFT | start  # bodies.location, inlined
         return msg_id
 
     def last_body(self) -> tuple[BodyReader, int] | None:
@@ -399,8 +455,70 @@ class DiskDurableLog(DurableLog):
             position = self._append(MessagesRemoved(vhost, queue, ids), apply=False)
             self.catalog.settle(vhost, queue, segments, position.segment, removed=True)
 
+    # One-message settlements: the catalog now, the records later (module rules).
+    def _settling_of(self, vhost: str, queue: str) -> _Settling:
+        if self.log.broken:
+            raise StorageBroken("an earlier write to the data directory failed")
+        notify = not self.sync_needed
+        settling = self._settling[vhost, queue] = _Settling(self.catalog.queues.get((vhost, queue)))
+        if notify and self.on_sync_needed is not None:
+            self.on_sync_needed()
+        return settling
+
+    def message_delivered(self, vhost: str, queue: str, msg_id: int, segment: int) -> None:
+        settling = self._settling.get((vhost, queue))
+        if settling is None:
+            settling = self._settling_of(vhost, queue)
+        delivered = settling.delivered
+        delivered[msg_id] = segment
+        if len(delivered) >= SETTLE_BATCH:
+            self._append_settled()
+
+    def message_removed(self, vhost: str, queue: str, msg_id: int, segment: int) -> None:
+        settling = self._settling.get((vhost, queue))
+        if settling is None:
+            settling = self._settling_of(vhost, queue)
+        delivered = settling.delivered
+        if delivered:
+            delivered.pop(msg_id, None)  # its marker is not needed any more
+        held = settling.queue
+        if held is not None and held.pins.get(segment, 0) > 0:
+            held.unpin(segment)
+            released = settling.released
+            released[segment] = released.get(segment, 0) + 1
+        removed = settling.removed
+        removed.append(msg_id)
+        if len(removed) >= SETTLE_BATCH:
+            self._append_settled()
+
+    def _append_settled(self) -> None:
+        """Append the waiting settlements' records: per queue one MessagesDelivered (the
+        markers of messages not removed meanwhile) and one MessagesRemoved, with the
+        liveness ``Catalog.settle`` would have told the segment log."""
+        settling, self._settling = self._settling, {}
+        log = self.log
+        for (vhost, name), waiting in settling.items():
+            held = waiting.queue
+            if waiting.delivered:
+                entry = MessagesDelivered(vhost, name, tuple(waiting.delivered))
+                position = log.append(entry.KIND, entry.encode())
+                if held is not None:
+                    pins = held.pins
+                    log.depend(
+                        position.segment, {s for s in waiting.delivered.values() if s in pins}
+                    )
+            if waiting.removed:
+                entry = MessagesRemoved(vhost, name, tuple(waiting.removed))
+                position = log.append(entry.KIND, entry.encode())
+                for segment, count in waiting.released.items():
+                    log.release(segment, count)
+                log.depend(position.segment, waiting.released)
+        self.catalog.clean_shutdown = False
+
     def after_commit(self, callback: CommitCallback) -> None:
-        token = self.log.last_token
+        # Waiting settlements are appended by the next prepare_commit: their first record
+        # will be token last_token + 1 (or a later one in the same batch).
+        token = self.log.last_token + (1 if self._settling else 0)
         if token <= self.log.committed_token:
             run_callbacks((callback,))
         else:
@@ -409,9 +527,11 @@ class DiskDurableLog(DurableLog):
     # -- committing (the server's persister) ------------------------------------------------
     @property
     def sync_needed(self) -> bool:
-        return self.log.sync_needed
+        return self.log.sync_needed or bool(self._settling)
 
     def prepare_commit(self) -> Batch | None:
+        if self._settling:
+            self._append_settled()
         return self.log.prepare_commit()
 
     def complete_commit(self, batch: Batch) -> list[CommitCallback]:

@@ -9,6 +9,9 @@ Rules of this module (docs/internals.md "storage/"):
   the message's id; ``last_segment`` then is its record's segment), and, for such a
   message, its first delivery from a queue and its final removal from a queue (ack,
   reject, purge, drop, expiry, dead-lettering), with the ids and their records' segments.
+  ``message_delivered`` / ``message_removed`` (one message: each delivery and ack) may
+  keep their records back until the next commit, to write one record per queue and batch;
+  the catalog's counts change at once either way.
 - ``after_commit(callback)``: the callback runs (on the caller's thread) once every record
   logged before the call is on disk. Publisher confirms and tx.commit-ok wait on it. A
   callback may return a follow-up (a channel's ``flush``); the follow-ups of one batch run
@@ -119,6 +122,15 @@ class DurableLog:
         self, vhost: str, queue: str, ids: Iterable[int], segments: Iterable[int]
     ) -> None:
         """As ``messages_delivered``: the ids and the segments of their records."""
+        return None
+
+    def message_delivered(self, vhost: str, queue: str, msg_id: int, segment: int) -> None:
+        """``messages_delivered`` of one message, whose record may wait (batched with the
+        others of its queue until the next commit: the disk log's module rules)."""
+        return None
+
+    def message_removed(self, vhost: str, queue: str, msg_id: int, segment: int) -> None:
+        """``messages_removed`` of one message, batched like ``message_delivered``."""
         return None
 
     def after_commit(self, callback: CommitCallback) -> None:

@@ -29,7 +29,8 @@ from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
 from amqpd.storage.files import AppendFile, FileLayer
-from amqpd.storage.record import encode
+from amqpd.storage.record import HEADER_SIZE as RECORD_HEADER_SIZE
+from amqpd.storage.record import header
 from amqpd.storage.segment import HEADER_SIZE, encode_header, segment_name
 
 DEFAULT_SEGMENT_SIZE = 8 * 1024 * 1024
@@ -138,21 +139,31 @@ class SegmentLog:
 
     # -- appending --------------------------------------------------------------------------
     def append(self, kind: int, payload: bytes) -> Position:
+        offset = self.append_at(kind, payload)
+        return Position(self._next_token - 1, self.head, offset)
+
+    def append_at(self, kind: int, payload: bytes) -> int:
+        """``append`` returning only the record's offset (its segment is ``head``, its
+        token ``last_token``): the message path's, with no Position object."""
         if self.broken:
             raise StorageBroken("an earlier write to the data directory failed")
-        data = encode(kind, payload)
-        if self._head_size > HEADER_SIZE and self._head_size + len(data) > self.segment_size:
-            self._roll()
+        prefix = header(kind, payload)
+        size = RECORD_HEADER_SIZE + len(payload)
         offset = self._head_size
-        self._head_size += len(data)
+        if offset > HEADER_SIZE and offset + size > self.segment_size:
+            self._roll()
+            offset = self._head_size
+        self._head_size = offset + size
         chunks = self._chunks
         if chunks and chunks[-1][0] == self.head:
-            chunks[-1][1].extend(data)
+            chunk = chunks[-1][1]
         else:
-            chunks.append((self.head, bytearray(data)))
-        token = self._next_token
-        self._next_token = token + 1
-        return Position(token, self.head, offset)
+            chunk = bytearray()
+            chunks.append((self.head, chunk))
+        chunk += prefix  # header and payload straight into the buffer: no joined copy
+        chunk += payload
+        self._next_token += 1
+        return offset
 
     def _roll(self) -> None:
         previous = (self.head, self._head_size)

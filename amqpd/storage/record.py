@@ -30,6 +30,7 @@ HEADER_SIZE = HEADER.size  # 9
 # caps bodies at max_message_size, 128 MiB) and we refuse to wait for gigabytes of tail.
 MAX_PAYLOAD = 512 * 1024 * 1024
 _LEN = struct.Struct("<I")
+_LEN_KIND = struct.Struct("<IB")
 
 
 class Stop(enum.Enum):
@@ -57,12 +58,19 @@ def _crc(length: int, kind: int, payload: bytes | memoryview) -> int:
     return zlib.crc32(payload, zlib.crc32(_LEN.pack(length) + bytes((kind,))))
 
 
-def encode(kind: int, payload: bytes) -> bytes:
+def header(kind: int, payload: bytes) -> bytes:
+    """The 9 bytes that go before ``payload`` (``encode`` without the copy of it)."""
     if not 0 <= kind <= 255:
         raise ValueError(f"record kind {kind} out of range")
-    if len(payload) > MAX_PAYLOAD:
-        raise ValueError(f"record payload of {len(payload)} bytes is too large")
-    return HEADER.pack(len(payload), _crc(len(payload), kind, payload), kind) + payload
+    length = len(payload)
+    if length > MAX_PAYLOAD:
+        raise ValueError(f"record payload of {length} bytes is too large")
+    # _crc with one pack for the length and kind: this runs once per persistent publish.
+    return HEADER.pack(length, zlib.crc32(payload, zlib.crc32(_LEN_KIND.pack(length, kind))), kind)
+
+
+def encode(kind: int, payload: bytes) -> bytes:
+    return header(kind, payload) + payload
 
 
 def scan(data: bytes, start: int = 0) -> ScanResult:

@@ -204,6 +204,53 @@ def test_deleted_queue_confirms_what_waited_on_it() -> None:
     assert c.unconfirmed_count == 1
 
 
+def test_disk_waits_confirm_in_token_order_and_coalesce() -> None:
+    c = ConfirmTracker()
+    for token in (10, 10, 11, 12):  # seqs 1..4; two publishes may share a token
+        c.wait_for_disk(c.take_seq(), token)
+    assert c.unconfirmed_count == 4 and c.flush() == []
+    assert c.on_disk(11)  # 4 still waits
+    assert c.flush() == [ConfirmFrame(True, 3, True)]
+    assert not c.on_disk(12)
+    assert c.flush() == [ConfirmFrame(True, 4, False)]
+    assert c.unconfirmed_count == 0
+
+
+def test_a_disk_wait_cuts_the_multiple_ack_of_later_confirms() -> None:
+    # A transient publish after a durable one is confirmed first, alone: the durable one
+    # is still unconfirmed, so no multiple ack may cover it (coalesce_and_send's cutoff).
+    c = ConfirmTracker()
+    c.confirm(c.take_seq())  # 1
+    c.wait_for_disk(c.take_seq(), 5)  # 2
+    c.confirm(c.take_seq())  # 3
+    c.confirm(c.take_seq())  # 4
+    assert c.flush() == [
+        ConfirmFrame(True, 1, True),
+        ConfirmFrame(True, 3, False),
+        ConfirmFrame(True, 4, False),
+    ]
+    c.on_disk(5)
+    assert c.flush() == [ConfirmFrame(True, 2, False)]
+
+
+def test_the_smallest_unconfirmed_of_either_kind_is_the_cutoff() -> None:
+    c = ConfirmTracker()
+    c.insert(c.take_seq(), ["q"])  # 1 waits for a queue
+    c.wait_for_disk(c.take_seq(), 7)  # 2 waits for the log
+    c.confirm(c.take_seq())  # 3
+    c.on_disk(7)
+    assert c.flush() == [ConfirmFrame(True, 2, False), ConfirmFrame(True, 3, False)]
+    c.settle([1], "q")
+    assert c.flush() == [ConfirmFrame(True, 1, False)]
+
+
+def test_clear_drops_the_disk_waits() -> None:
+    c = ConfirmTracker()
+    c.wait_for_disk(c.take_seq(), 1)
+    c.clear()
+    assert not c.on_disk(1) and c.flush() == [] and c.unconfirmed_count == 0
+
+
 # -- limiter -------------------------------------------------------------------------------
 
 

@@ -1,10 +1,11 @@
 """A plain model of what the durable log should recover: queues with ordered message ids.
 
 Shared by the crash-point test and the state-machine test. An op is one DurableLog call;
-``state(ops)`` is what replaying exactly those ops must give. ``Known`` is the broker's side
-of the interface: it remembers each message's segment and which queues hold it, and names
-only held messages in removals and delivered markers, with their segments, as the broker
-does (the log keeps no per-message state of its own).
+``state(ops)`` is what replaying exactly those ops must give; ``Linearized`` keeps the ops
+in the order the log writes their records (one-message settlements wait for the commit).
+``Known`` is the broker's side of the interface: it remembers each message's segment and
+which queues hold it, and names only held messages in removals and delivered markers,
+with their segments, as the broker does (the log keeps no per-message state of its own).
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ from typing import Any
 from amqpd.storage.disklog import DiskDurableLog
 
 Op = tuple[Any, ...]
+# One-message settlements (DiskDurableLog.message_delivered / message_removed): their
+# records wait until the next commit or the next record of another kind than a message.
+BATCHED = {"deliver1": "deliver", "remove1": "remove"}
 State = dict[str, tuple[list[int], frozenset[int]]]  # queue -> (ids in order, delivered ids)
 
 
@@ -54,25 +58,71 @@ def apply_op(known: Known, op: Op) -> None:
         for q in op[2]:
             if q in known.held:
                 known.held[q].add(msg_id)
-    elif kind in ("deliver", "remove"):
+    elif kind in ("deliver", "remove", "deliver1", "remove1"):
         queue, msg_id = op[1], op[2]
         if msg_id not in known.held.get(queue, ()):
             return  # the broker never names a message its queue does not hold
-        segment = (known.segments[msg_id],)
+        segment = known.segments[msg_id]
         if kind == "deliver":
-            log.messages_delivered("/", queue, [msg_id], segment)
+            log.messages_delivered("/", queue, [msg_id], (segment,))
+        elif kind == "deliver1":
+            log.message_delivered("/", queue, msg_id, segment)
+        elif kind == "remove":
+            log.messages_removed("/", queue, [msg_id], (segment,))
+            known.held[queue].discard(msg_id)
         else:
-            log.messages_removed("/", queue, [msg_id], segment)
+            log.message_removed("/", queue, msg_id, segment)
             known.held[queue].discard(msg_id)
     else:
         raise AssertionError(op)
+
+
+class Linearized:
+    """The ops in the order their records are in the log: a one-message settlement's op
+    waits (``waiting``) and joins ``ops`` where the log appends its record, at a commit
+    (``flush``) or before any op but a publish, grouped as the log writes them: per queue
+    (in order of its first waiting op) the markers of messages not removed meanwhile,
+    then the removals."""
+
+    def __init__(self) -> None:
+        self.ops: list[Op] = []
+        self.waiting: list[Op] = []
+
+    def do(self, known: Known, op: Op) -> None:
+        kind = BATCHED.get(op[0], op[0])
+        # A settlement of a message its queue does not hold never reaches the log.
+        logged = kind not in ("deliver", "remove") or op[2] in known.held.get(op[1], ())
+        if op[0] in BATCHED:
+            if logged:
+                self.waiting.append(op)
+        else:
+            if logged and kind != "publish":
+                self.flush()
+            self.ops.append(op)
+        apply_op(known, op)
+
+    def flush(self) -> None:
+        """The log's ``prepare_commit`` (or a record of another kind) is appending them."""
+        queues: dict[str, tuple[list[Op], list[Op]]] = {}
+        for op in self.waiting:
+            queues.setdefault(op[1], ([], []))[op[0] == "remove1"].append(op)
+        for delivered, removed in queues.values():
+            gone = {op[2] for op in removed}
+            self.ops += [op for op in delivered if op[2] not in gone]
+            self.ops += removed
+        self.waiting = []
+
+    def crashed(self, k: int) -> None:
+        """Recovery found the first ``k`` ops; what waited is lost with the process."""
+        self.ops = self.ops[:k]
+        self.waiting = []
 
 
 def state(ops: list[Op]) -> State:
     queues: dict[str, list[int]] = {}
     delivered: dict[str, set[int]] = {}
     for op in ops:
-        kind = op[0]
+        kind = BATCHED.get(op[0], op[0])
         if kind == "declare":
             queues.setdefault(op[1], [])
             delivered.setdefault(op[1], set())

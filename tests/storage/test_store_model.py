@@ -18,7 +18,7 @@ from amqpd.storage.disklog import DiskDurableLog
 from amqpd.storage.fakefiles import FakeFiles
 from amqpd.storage.log import Batch
 
-from .model import Known, Op, apply_op, matching_prefix, recovered_state, state
+from .model import Known, Linearized, Op, matching_prefix, recovered_state, state
 
 QUEUES = ("a", "b", "c")
 SEGMENT_SIZE = 300
@@ -40,17 +40,20 @@ class DurableLogMachine(RuleBasedStateMachine):
         self.files = FakeFiles()
         self.log = DiskDurableLog.open(self.files, segment_size=SEGMENT_SIZE)
         self.known = Known(self.log)
-        self.ops: list[Op] = []
+        self.linear = Linearized()
         self.committed = 0
         self.batch: Batch | None = None
         self.batch_at = 0
 
+    @property
+    def ops(self) -> list[Op]:
+        return self.linear.ops
+
     def _do(self, op: Op) -> None:
-        apply_op(self.known, op)
-        self.ops.append(op)
+        self.linear.do(self.known, op)
 
     def _current(self) -> dict[str, tuple[list[int], frozenset[int]]]:
-        return state(self.ops)
+        return state(self.linear.ops + self.linear.waiting)
 
     # -- ops --------------------------------------------------------------------------------
     @rule(queue=st.sampled_from(QUEUES))
@@ -67,12 +70,14 @@ class DurableLogMachine(RuleBasedStateMachine):
     def publish(self, queues: list[str]) -> None:
         self._do(("publish", self.log._next_id, tuple(queues)))
 
-    @rule(data=st.data(), remove=st.booleans())
-    def settle(self, data: st.DataObject, remove: bool) -> None:
+    @rule(data=st.data(), remove=st.booleans(), one=st.booleans())
+    def settle(self, data: st.DataObject, remove: bool, one: bool) -> None:
         held = [(q, i) for q, (ids, _) in self._current().items() for i in ids]
         if held:
             queue, msg_id = data.draw(st.sampled_from(held))
-            self._do(("remove" if remove else "deliver", queue, msg_id))
+            # ``one``: the batched one-message call, as the broker's acks use it.
+            kind = "remove" if remove else "deliver"
+            self._do((kind + "1" if one else kind, queue, msg_id))
 
     # -- commits ----------------------------------------------------------------------------
     def _finish(self) -> None:
@@ -85,12 +90,14 @@ class DurableLogMachine(RuleBasedStateMachine):
     @rule()
     def commit(self) -> None:
         self._finish()
+        self.linear.flush()
         self.log.commit()
         self.committed = len(self.ops)
 
     @precondition(lambda self: self.batch is None)
     @rule()
     def start_commit(self) -> None:
+        self.linear.flush()
         self.batch = self.log.prepare_commit()
         self.batch_at = len(self.ops)
 
@@ -107,7 +114,7 @@ class DurableLogMachine(RuleBasedStateMachine):
         got = recovered_state(self.log)
         k = matching_prefix(self.ops, self.committed, got)
         assert k is not None, (self.committed, self.ops, got)
-        self.ops = self.ops[:k]
+        self.linear.crashed(k)
         self.committed = k
         self.known.reset(self.log, got)
         self.log.replay_done()
@@ -130,6 +137,7 @@ class DurableLogMachine(RuleBasedStateMachine):
     @rule()
     def clean_restart(self) -> None:
         self._finish()
+        self.linear.flush()
         self.log.close()
         self.log = DiskDurableLog.open(self.files, segment_size=SEGMENT_SIZE)
         assert self.log.report.clean_shutdown
