@@ -451,9 +451,8 @@ class Queue:
             # Settled as it goes out (the ack of ``ack`` without the unacked round trip).
             self._acked += 1
             if journal is not None and entry.message.store_id:
-                if not entry.redelivered:
-                    journal.delivered(entry)
-                journal.removed((entry,))
+                # Removed at once: no delivered marker first (the log would drop it anyway).
+                journal.removed_one(entry.message)
             consumer.deliver(self, entry)
             return
         self._unacked[entry.seq] = entry
