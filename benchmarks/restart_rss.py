@@ -7,11 +7,13 @@ group-committed every 512 messages as in backlog_rss.py). Building runs in a chi
 process, so the measurement starts in a fresh one and ``ru_maxrss`` is the restart's own.
 The restart is what ``server/storage.open_storage`` does, in its two steps, each timed:
 replay (``DiskDurableLog.open``: recovery and the catalog) and restore (``restore.recover``:
-the broker's queues and messages, each record read back, no body). It prints the RSS after
+the broker's queues and messages), with paging attached first as the server attaches it
+(the default memory budget, delta files in a temporary spill directory; ``--no-paging``
+restores into a broker without it, every entry in memory). It prints the RSS after
 each step, the catalog's replay arrays and its run-time size, and the peak; wall and CPU
 time (on a shared machine the CPU time is the steadier figure).
 
-    python benchmarks/restart_rss.py [--messages N] [--size BYTES] [--dir DIR]
+    python benchmarks/restart_rss.py [--messages N] [--size BYTES] [--dir DIR] [--no-paging]
 """
 
 from __future__ import annotations
@@ -26,9 +28,11 @@ import time
 from pathlib import Path
 
 from amqpd.broker.broker import Broker
+from amqpd.broker.paging import DEFAULT_BUDGET, Paging
 from amqpd.broker.restore import recover
 from amqpd.protocol.properties import BasicProperties
 from amqpd.server.resources import resident_memory
+from amqpd.storage.delta import DeltaFiles
 from amqpd.storage.disklog import DiskDurableLog
 from amqpd.storage.files import OsFiles
 
@@ -50,7 +54,7 @@ def build(directory: Path, messages: int, size: int) -> None:
     (directory / "built").write_text(f"{messages} {size}\n")
 
 
-def measure(directory: Path, messages: int, size: int) -> None:
+def measure(directory: Path, messages: int, size: int, *, paging: bool) -> None:
     gc.collect()
     rss_before = resident_memory()
     start, cpu_start = time.perf_counter(), time.process_time()
@@ -61,11 +65,18 @@ def measure(directory: Path, messages: int, size: int) -> None:
     arrays = sum(
         q.replayed.ids.itemsize * len(q.replayed.ids) * 2
         + q.replayed.sizes.itemsize * len(q.replayed.sizes)
+        + q.replayed.bodies.itemsize * len(q.replayed.bodies)
         + len(q.replayed.flags)
         for q in catalog.queues.values()
         if q.replayed is not None
     )
     broker = Broker()
+    spill = tempfile.TemporaryDirectory(prefix="amqpd-restart-spill-")
+    if paging:
+        # As server/storage.open_storage: before the restore, so a backlog beyond the
+        # budget goes where the running broker would keep it.
+        deltas = DeltaFiles(OsFiles(Path(spill.name)))
+        broker.attach_paging(Paging(DEFAULT_BUDGET, log=log, deltas=deltas))
     result = recover(broker, log)
     restored, cpu_restored = time.perf_counter(), time.process_time()
     rss_restored = resident_memory()
@@ -81,7 +92,8 @@ def measure(directory: Path, messages: int, size: int) -> None:
     mib = 2**20
     print(
         f"restart_rss: {messages:,} persistent msgs of {size} B on one durable queue, "
-        f"{log.report.segments} segments, clean shutdown\n"
+        f"{log.report.segments} segments, clean shutdown, "
+        f"{'paging (default budget)' if paging else 'no paging'}\n"
         f"  replay (DiskDurableLog.open) {replay_s:.2f} s "
         f"({replay_s / messages * 1e6:.1f} us/msg), "
         f"restore (restore.recover) {restore_s:.2f} s "
@@ -97,6 +109,9 @@ def measure(directory: Path, messages: int, size: int) -> None:
     # Nothing written: the directory stays as built, for the next run.
     log.log.close()
     log.bodies.close()
+    if broker.paging is not None:
+        broker.paging.close()
+    spill.cleanup()
 
 
 def main() -> None:
@@ -105,12 +120,13 @@ def main() -> None:
     p.add_argument("--size", type=int, default=1024)
     p.add_argument("--dir", type=Path, default=None)
     p.add_argument("--step", choices=["build", "measure"], default=None)
+    p.add_argument("--no-paging", action="store_true", help="restore without paging")
     a = p.parse_args()
     if a.step == "build":
         build(a.dir, a.messages, a.size)
         return
     if a.step == "measure":
-        measure(a.dir, a.messages, a.size)
+        measure(a.dir, a.messages, a.size, paging=not a.no_paging)
         return
 
     def run(directory: Path) -> None:
@@ -119,6 +135,8 @@ def main() -> None:
             args = ["--messages", str(a.messages), "--size", str(a.size), "--dir", str(directory)]
             subprocess.run([sys.executable, __file__, "--step", "build", *args], check=True)
         args = ["--messages", str(a.messages), "--size", str(a.size), "--dir", str(directory)]
+        if a.no_paging:
+            args.append("--no-paging")
         subprocess.run([sys.executable, __file__, "--step", "measure", *args], check=True)
 
     if a.dir is not None:
