@@ -76,7 +76,8 @@ class LoggedPart(Protocol):
         ...
 
     def stored(self) -> tuple[Sequence[int], Sequence[int]]:
-        """Ids and record segments of the entries not taken yet (a purge logs them)."""
+        """Ids and record segments of the entries not taken yet, then forgotten (a purge
+        logs them)."""
         ...
 
     def clear(self) -> None: ...

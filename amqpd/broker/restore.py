@@ -50,6 +50,7 @@ from amqpd.storage.disklog import DiskDurableLog
 
 if TYPE_CHECKING:
     from amqpd.broker.broker import Broker
+    from amqpd.storage.delta import DeltaQueue
 
 
 @attrs.define
@@ -121,7 +122,9 @@ def recover(broker: Broker, log: DiskDurableLog) -> RestoreResult:
         queue.journal = QueueJournal(log, vhost_name, name)
         replayed = log.catalog.queues[(vhost_name, name)].replayed
         if replayed and not replayed.expiring and queue.accepts_logged():
-            tail = RestoredTail(log, vhost_name, name, crashed)
+            deltas = broker.paging.deltas if broker.paging is not None else None
+            blocks = deltas.new_queue() if deltas is not None else None
+            tail = RestoredTail(log, vhost_name, name, crashed, blocks)
             result.messages += len(tail)
             queue.restore_logged(tail)
             continue
@@ -163,7 +166,14 @@ class RestoredTail:
 
     __slots__ = ("_bodies", "_crashed", "_next_seq", "_tail", "body_bytes", "first_seq")
 
-    def __init__(self, log: DiskDurableLog, vhost: str, queue: str, crashed: bool) -> None:
+    def __init__(
+        self,
+        log: DiskDurableLog,
+        vhost: str,
+        queue: str,
+        crashed: bool,
+        blocks: DeltaQueue | None = None,
+    ) -> None:
         tail = log.take_tail(vhost, queue)
         assert tail is not None  # the caller saw live replayed messages
         self._tail = tail
@@ -174,6 +184,9 @@ class RestoredTail:
         if crashed:
             ids, segments = tail.undelivered()
             log.messages_delivered(vhost, queue, ids, segments)
+        if blocks is not None:
+            # Beyond its first block the tail's own arrays wait on disk too (logtail.py).
+            tail.page_out(blocks)
         self.body_bytes = tail.body_bytes
         self.first_seq = 0  # set by Queue.restore_logged
         self._next_seq = -1
@@ -203,7 +216,9 @@ class RestoredTail:
         return entries
 
     def stored(self) -> tuple[Sequence[int], Sequence[int]]:
-        return self._tail.stored()
+        stored = self._tail.stored()
+        self.body_bytes = 0
+        return stored
 
     def copy(self) -> RestoredTail:
         """An independent copy of the entries not taken yet, with the same seqs."""

@@ -11,7 +11,11 @@ Rules of this module (docs/storage.md "Restart: a queue's tail as ranges of the 
   in count and in bytes of properties and names. The kind, size and id of each record are
   checked against the arrays (a mismatch raises OSError: the file changed under us).
 - No object per message: 25 bytes each in the arrays, and the part already read is cut off
-  once it is more than half of them, so the tail's RAM shrinks as it drains.
+  once it is more than half of them, so the tail's RAM shrinks as it drains. With a delta
+  queue to page to (``page_out``: the server's delta files) only the first ``BLOCK``
+  entries of the arrays stay in memory; the rest go to the delta as blocks of ``BLOCK``
+  entries (the arrays' bytes), each read back when the one before is used up, so a
+  restored tail costs the same RAM whatever its length.
 - The records stay on disk as long as the tail needs them: the catalog's per-segment
   counts pin them (every message of the tail is held by its queue).
 - Synchronous file calls through the FileLayer, on the caller's thread, as delta reads.
@@ -25,6 +29,7 @@ from typing import NamedTuple
 
 from amqpd.storage.bodies import LOCATION_SHIFT
 from amqpd.storage.catalog import DELIVERED, ReplayedMessages
+from amqpd.storage.delta import DeltaQueue
 from amqpd.storage.entries import MessagePublished
 from amqpd.storage.files import FileLayer, ReadFile
 from amqpd.storage.record import HEADER as RECORD_HEADER
@@ -40,6 +45,8 @@ CACHE_LIMIT = 4096  # distinct exchange names, routing keys, properties shared
 #: A chunk's records are read with one pread of at most this many bytes (or one record).
 WINDOW = 1024 * 1024
 _TRIM_MIN = 65536  # entries read before the arrays are worth cutting
+#: Entries of the arrays kept in memory (and per block in the delta) once paged out.
+BLOCK = 65536
 
 
 class RecoveredMessage(NamedTuple):
@@ -129,12 +136,14 @@ class LogTail:
     """One restored queue's messages still in the log, read back in order (module rules)."""
 
     __slots__ = (
+        "_blocks",
         "_bodies",
         "_files",
         "_flags",
         "_handle",
         "_ids",
         "_number",
+        "_paged",
         "_parser",
         "_pos",
         "_sizes",
@@ -155,11 +164,51 @@ class LogTail:
         self._parser = RecordParser()
         self._handle: ReadFile | None = None
         self._number = -1
+        self._blocks: DeltaQueue | None = None  # the arrays beyond the first BLOCK entries
+        self._paged = 0  # entries in ``_blocks``
         #: Body bytes of the messages not read yet (what x-max-length-bytes counts).
         self.body_bytes = sum(memoryview(self._bodies)[self._pos :])
 
     def __len__(self) -> int:
-        return len(self._ids) - self._pos
+        return len(self._ids) - self._pos + self._paged
+
+    def page_out(self, blocks: DeltaQueue) -> None:
+        """Keep the first ``BLOCK`` entries in memory and the rest in ``blocks`` (empty,
+        this tail's alone), ``BLOCK`` entries per record, read back in order."""
+        assert self._blocks is None and not len(blocks)
+        start = self._pos + BLOCK
+        total = len(self._ids)
+        if start >= total:
+            return
+        columns = (self._ids, self._where, self._sizes, self._bodies)
+        for at in range(start, total, BLOCK):
+            end = min(at + BLOCK, total)
+            parts = [column[at:end].tobytes() for column in columns]
+            blocks.append(b"".join([*parts, bytes(self._flags[at:end])]))
+        for column in columns:
+            del column[start:]
+        del self._flags[start:]
+        self._blocks = blocks
+        self._paged = total - start
+
+    def _load(self) -> None:
+        """The arrays in memory are used up: the next block from the delta replaces them."""
+        assert self._blocks is not None
+        (data,) = self._blocks.read(1, 1)
+        count = len(data) // 25  # 8 + 8 + 4 + 4 + 1 bytes per entry
+        columns = []
+        at = 0
+        for code, size in (("Q", 8), ("Q", 8), ("I", 4), ("I", 4)):
+            column = array(code)
+            column.frombytes(data[at : at + count * size])
+            columns.append(column)
+            at += count * size
+        self._ids, self._where, self._sizes, self._bodies = columns
+        self._flags = bytearray(data[at : at + count])
+        self._pos = 0
+        self._paged -= count
+        if not self._paged:
+            self._blocks = None
 
     def read(self, max_count: int, max_bytes: int) -> list[RecoveredMessage]:
         """The next messages in order: at least one (unless empty), at most ``max_count``
@@ -174,7 +223,10 @@ class LogTail:
         first = self._pos
         total = len(ids)
         if first >= total:
-            return []
+            if not self._paged:
+                return []
+            self._load()
+            return self.read(max_count, max_bytes)
         start_at = wheres[first]
         number = start_at >> LOCATION_SHIFT
         limit = start_at + max(WINDOW, sizes[first])
@@ -219,7 +271,8 @@ class LogTail:
 
     def copy(self) -> LogTail:
         """An independent tail of the messages not read yet (tests look at a queue's
-        whole content with it without taking anything)."""
+        whole content with it without taking anything); not once paged out."""
+        assert not self._paged
         other = object.__new__(LogTail)
         pos = self._pos
         other._files = self._files
@@ -232,21 +285,33 @@ class LogTail:
         other._parser = RecordParser()
         other._handle = None
         other._number = -1
+        other._blocks = None
+        other._paged = 0
         other.body_bytes = self.body_bytes
         return other
 
     def stored(self) -> tuple[array[int], list[int]]:
-        """Ids and record segments of the messages not read yet (a purge logs them)."""
+        """Ids and record segments of the messages not read yet, which the tail then
+        forgets (a purge logs them; paged-out blocks are read back for it)."""
         pos = self._pos
-        return self._ids[pos:], [where >> LOCATION_SHIFT for where in self._where[pos:]]
+        ids = self._ids[pos:]
+        segments = [where >> LOCATION_SHIFT for where in self._where[pos:]]
+        while self._paged:
+            self._load()
+            ids += self._ids
+            segments += [where >> LOCATION_SHIFT for where in self._where]
+        self.clear()
+        return ids, segments
 
     def undelivered(self) -> tuple[array[int], list[int]]:
-        """Ids and segments of the messages not read yet that were never delivered."""
+        """Ids and segments of the messages not read yet that were never delivered (before
+        ``page_out``: the crash marks at restore)."""
+        assert not self._paged
         pos = self._pos
         flags = self._flags
-        if flags.find(DELIVERED, pos) < 0:
-            return self.stored()
         ids, wheres = self._ids, self._where
+        if flags.find(DELIVERED, pos) < 0:
+            return ids[pos:], [where >> LOCATION_SHIFT for where in wheres[pos:]]
         keep = [i for i in range(pos, len(ids)) if not flags[i] & DELIVERED]
         return array("Q", [ids[i] for i in keep]), [wheres[i] >> LOCATION_SHIFT for i in keep]
 
@@ -259,6 +324,10 @@ class LogTail:
         self._flags = bytearray()
         self._pos = 0
         self.body_bytes = 0
+        if self._blocks is not None:
+            self._blocks.clear()  # its files go
+            self._blocks = None
+        self._paged = 0
         self._close()
 
     def _close(self) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -19,6 +20,7 @@ from amqpd.broker.queue import Queue, QueuedMessage
 from amqpd.broker.restore import recover
 from amqpd.broker.vhost import VirtualHost
 from amqpd.protocol.properties import BasicProperties
+from amqpd.storage import logtail as logtail_module
 from amqpd.storage.delta import DeltaFiles
 from amqpd.storage.disklog import DiskDurableLog
 from amqpd.storage.durable import run_callbacks
@@ -114,6 +116,29 @@ def test_publishes_after_the_restart_go_behind_the_logged_part() -> None:
         _stop(broker, log)
         broker, log = _start(files, budget=budget)
         assert broker.vhosts["/"].queues["q"].message_count == 0
+
+
+def test_a_long_logged_part_keeps_its_own_arrays_in_the_delta(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(logtail_module, "BLOCK", 64)
+    files = FakeFiles()
+    broker, log = _start(files)
+    vh = broker.vhosts["/"]
+    vh.declare_queue("q", durable=True)
+    vh.declare_queue("purged", durable=True)
+    _publish(vh, "q", range(1000))
+    _publish(vh, "purged", range(300))
+    _stop(broker, log)
+    broker, log = _start(files)
+    vh = broker.vhosts["/"]
+    queue = vh.queues["q"]
+    tail = queue._ready._logged._tail  # type: ignore[attr-defined]
+    assert len(tail._ids) <= 64 and queue.message_count == 1000
+    assert vh.purge_queue("purged") == 300
+    assert log.catalog.queues[("/", "purged")].count == 0
+    _publish(vh, "q", range(1000, 1010))
+    assert [b for b, _ in _get_all(queue)] == [_body(i) for i in range(1010)]
 
 
 def test_requeue_reject_and_a_second_restart_keep_places_and_flags() -> None:
@@ -253,6 +278,12 @@ def _entries(queue: Queue) -> list[QueuedMessage]:
 def test_restarts_with_logged_parts_agree_with_a_list(
     ops: list[tuple[str, int]], budget: int | None
 ) -> None:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(logtail_module, "BLOCK", 50)  # the tail's own arrays paged too
+        _model(ops, budget)
+
+
+def _model(ops: list[tuple[str, int]], budget: int | None) -> None:
     files = FakeFiles()
     broker, log = _start(files, budget=budget)
     broker.vhosts["/"].declare_queue("q", durable=True)

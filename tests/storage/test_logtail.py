@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from amqpd.protocol.properties import BasicProperties
 from amqpd.storage import logtail as logtail_module
+from amqpd.storage.delta import DeltaFiles
 from amqpd.storage.disklog import DiskDurableLog
 from amqpd.storage.fakefiles import FakeFiles
 from amqpd.storage.logtail import LogTail
@@ -103,13 +104,14 @@ def test_stored_undelivered_and_clear() -> None:
     assert tail is not None and len(tail) == 9
     assert tail.read(2, 1 << 20)[0].delivered is False
     live = ids[2:5] + ids[6:]
-    stored_ids, stored_segments = tail.stored()
-    assert list(stored_ids) == live and len(stored_segments) == len(live)
     undelivered, _ = tail.undelivered()
-    assert list(undelivered) == [ids[4]] + ids[6:]
+    assert list(undelivered) == [ids[4], *ids[6:]]
     assert [m.delivered for m in tail.copy().read(3, 1 << 20)] == [True, True, False]
-    tail.clear()
+    stored_ids, stored_segments = tail.stored()  # and forgotten
+    assert list(stored_ids) == live and len(stored_segments) == len(live)
     assert len(tail) == 0 and tail.body_bytes == 0 and tail.read(5, 5) == []
+    tail.clear()
+    assert len(tail) == 0
 
 
 def test_a_record_changed_under_the_tail_is_an_os_error() -> None:
@@ -187,3 +189,31 @@ def test_replay_of_repeating_records_is_the_full_parse(
             assert list(replayed.bodies) == [len(b) for _, b in wanted]
             ttl = any(p == EXPIRING for q, p, _ in messages if q == name)
             assert replayed.expiring == ttl
+
+
+def test_paged_out_arrays_come_back_block_by_block(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(logtail_module, "BLOCK", 16)
+    files = FakeFiles()
+    spill = FakeFiles()
+    ids = _log(files, [("q", PERSISTENT, b"m%d" % i) for i in range(100)])
+    log = _reopen(files)
+    tail = log.take_tail("/", "q")
+    assert tail is not None
+    tail.read(3, 1 << 20)
+    tail.page_out(DeltaFiles(spill, file_size=200).new_queue())
+    assert len(tail) == 97 and len(tail._ids) - tail._pos == 16  # one block in memory
+    assert tail.body_bytes == sum(len(b"m%d" % i) for i in range(3, 100))
+    assert any(n.endswith(".delta") for n in spill.list())
+    got = [i for chunk in _drain(tail, count=5) for i in chunk]
+    assert got == ids[3:] and tail.body_bytes == 0
+    assert not any(n.endswith(".delta") for n in spill.list())  # read back: deleted
+    # A purge takes the ids of the blocks still on disk too, and the files go.
+    log = _reopen(files)
+    tail = log.take_tail("/", "q")
+    assert tail is not None
+    tail.page_out(DeltaFiles(spill).new_queue())
+    taken = len(tail.read(20, 1 << 20))  # a chunk never goes past the block in memory
+    assert taken == 16
+    stored_ids, segments = tail.stored()
+    assert list(stored_ids) == ids[16:] and len(segments) == 84
+    assert len(tail) == 0 and not any(n.endswith(".delta") for n in spill.list())
