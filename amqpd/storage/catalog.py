@@ -247,16 +247,19 @@ class Catalog:
         self.bindings: dict[BindingKey, Declared[BindingAdded]] = {}
         self.max_message_id = 0
         self.clean_shutdown = False
-        # Replay: the queues the last message record's names resolved to, by the identity
-        # of its (vhost, names) objects (the replayer passes the same ones while records
-        # repeat them); forgotten whenever a queue is declared or deleted.
-        self._holding: tuple[str, tuple[str, ...], list[DurableQueue]] | None = None
+        # Replay: the run of message records in progress (``_Run``), for as long as
+        # records name the same (vhost, names) objects in the same segment (the replayer
+        # passes the same ones while records repeat them) and no other record comes.
+        self._run: _Run | None = None
 
     def end_replay(self, liveness: Liveness) -> None:
         """Replay is over: from now on records come from the broker, with segments, and
         liveness goes to ``liveness`` (the segment log). The arrays stay for restore."""
         self.replaying = False
         self._live = liveness
+        # The last run's pins go to ``liveness`` itself: the replay's were handed over
+        # already (DiskDurableLog.open transfers them first).
+        self._end_run()
 
     def take_replayed(self, vhost: str, name: str) -> ReplayedMessages | None:
         """Restore takes over queue ``name``'s replay arrays (compacted: every entry from
@@ -277,6 +280,7 @@ class Catalog:
     def message_count(self) -> int:
         """Distinct messages held by the durable queues (a fanout counts once). Exact while
         the replay arrays exist; afterwards, the copies (the catalog keeps no ids)."""
+        self._end_run()
         held = [q for q in self.queues.values() if q.count]
         if len(held) <= 1 or any(q.replayed is None for q in held):
             return sum(q.count for q in held)
@@ -293,6 +297,8 @@ class Catalog:
 
     # -- interpretation of every record -----------------------------------------------------
     def apply(self, entry: Entry | PublishedAt | object, segment: int) -> None:
+        if self._run is not None:
+            self._end_run()  # its counts are due before anything else looks at them
         self.clean_shutdown = isinstance(entry, CleanShutdown)
         handler = _APPLY.get(type(entry))
         if handler is not None:
@@ -302,7 +308,6 @@ class Catalog:
         self._declare(self.exchanges, (entry.vhost, entry.name), Declared(entry), segment)
 
     def _queue_declared(self, entry: QueueDeclared, segment: int) -> None:
-        self._holding = None
         self._declare(self.queues, (entry.vhost, entry.name), DurableQueue(entry), segment)
 
     def _binding_removed(self, entry: BindingRemoved, segment: int) -> None:
@@ -364,7 +369,6 @@ class Catalog:
         self._live.depend(segment, targets)
 
     def _queue_deleted(self, entry: QueueDeleted, segment: int) -> None:
-        self._holding = None
         targets: set[int] = set()
         queue = self.queues.pop((entry.vhost, entry.name), None)
         if queue is not None:
@@ -431,6 +435,7 @@ class Catalog:
             entry.body_size,
             entry.expiring,
         )
+        self._end_run()  # one record at a time: its counts at once
 
     def published(
         self,
@@ -445,33 +450,72 @@ class Catalog:
     ) -> None:
         """Replay: a message record (the hot kind: no entry object, no dispatch), on the
         distinct ``queues`` it names, at ``where`` (``size`` bytes, its body
-        ``body_size``) in ``segment``; ``expiring``: it has a per-message TTL."""
+        ``body_size``) in ``segment``; ``expiring``: it has a per-message TTL. Its ids go
+        into the arrays at once; the pins and counts of a run of such records are added
+        when the run ends (another segment or set of names, the next ``apply``,
+        ``message_count``, ``end_replay``)."""
         self.clean_shutdown = False
         if msg_id <= self.max_message_id:
             return  # ids only grow in the log; a repeat is a bug we do not amplify
         self.max_message_id = msg_id
-        holding = self._holding
-        if holding is not None and holding[0] is vhost and holding[1] is queues:
-            held = holding[2]
-        else:
-            held = [q for n in queues if (q := self.queues.get((vhost, n))) is not None]
-            self._holding = (vhost, queues, held)
+        run = self._run
+        if (
+            run is None
+            or run.vhost is not vhost
+            or run.queues is not queues
+            or (run.segment != segment)
+        ):
+            run = self._start_run(vhost, queues, segment)
+        run.count += 1
+        # ReplayedMessages.add, inlined: once per message and queue.
+        for add_id, add_where, add_size, add_body, add_flag in run.appends:
+            add_id(msg_id)
+            add_where(where)
+            add_size(size)
+            add_body(body_size)
+            add_flag(0)
+        if expiring:
+            for queue in run.held:
+                replayed = queue.replayed
+                assert replayed is not None
+                replayed.expiring = True
+
+    def _start_run(self, vhost: str, queues: tuple[str, ...], segment: int) -> _Run:
+        self._end_run()
+        held = [q for n in queues if (q := self.queues.get((vhost, n))) is not None]
+        appends: list[tuple[Callable[[int], None], ...]] = []
         for queue in held:
             replayed = queue.replayed
             if replayed is None:
                 replayed = queue.replayed = ReplayedMessages()
-            replayed.ids.append(msg_id)  # ReplayedMessages.add, inlined: once per message
-            replayed.where.append(where)
-            replayed.sizes.append(size)
-            replayed.bodies.append(body_size)
-            replayed.flags.append(0)
-            if expiring:
-                replayed.expiring = True
+            appends.append(
+                (
+                    replayed.ids.append,
+                    replayed.where.append,
+                    replayed.sizes.append,
+                    replayed.bodies.append,
+                    replayed.flags.append,
+                )
+            )
+        run = self._run = _Run(vhost, queues, segment, held, appends)
+        return run
+
+    def _end_run(self) -> None:
+        """Count the run's messages in its queues' pins and the liveness, once per run
+        (not once per message), and forget it: the next record may change the queues or
+        compact their arrays (the bound appends would then miss the new ones)."""
+        run = self._run
+        if run is None:
+            return
+        self._run = None
+        count, segment = run.count, run.segment
+        if not count or not run.held:
+            return
+        for queue in run.held:
             pins = queue.pins
-            pins[segment] = pins.get(segment, 0) + 1
-            queue.count += 1
-        if held:
-            self._live.pin(segment, len(held))
+            pins[segment] = pins.get(segment, 0) + count
+            queue.count += count
+        self._live.pin(segment, count * len(run.held))
 
     def _settled(self, entry: MessagesDelivered, segment: int, *, removed: bool) -> None:
         """A replayed delivered marker, or a removal: the messages found by id."""
@@ -495,6 +539,27 @@ class Catalog:
             # Ids named by surviving records are never handed out again (docs/storage.md).
             self.max_message_id = max(self.max_message_id, max(entry.ids))
         self._live.depend(segment, targets)
+
+
+class _Run:
+    """Replay: consecutive message records for the same queues in one segment."""
+
+    __slots__ = ("appends", "count", "held", "queues", "segment", "vhost")
+
+    def __init__(
+        self,
+        vhost: str,
+        queues: tuple[str, ...],
+        segment: int,
+        held: list[DurableQueue],
+        appends: list[tuple[Callable[[int], None], ...]],
+    ) -> None:
+        self.vhost = vhost
+        self.queues = queues
+        self.segment = segment
+        self.held = held
+        self.appends = appends
+        self.count = 0
 
 
 # One handler per record kind (exact type: BindingRemoved and MessagesRemoved subclass the

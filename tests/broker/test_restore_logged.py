@@ -339,8 +339,12 @@ def _model(ops: list[tuple[str, int]], budget: int | None) -> None:
             unacked = []
             if op == "crash":
                 run_callbacks(log.commit())
+                # Nothing logged since the last clean start: the log still ends with its
+                # CleanShutdown record, so it is no crash to recovery (nothing to doubt).
+                crashed = not log.catalog.clean_shutdown
                 files.crash()
-                held = dict.fromkeys(held, True)  # every message comes back redelivered
+                if crashed:
+                    held = dict.fromkeys(held, True)  # every message comes back redelivered
             else:
                 _stop(broker, log)
             broker, log = _start(files, budget=budget)

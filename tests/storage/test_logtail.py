@@ -217,3 +217,25 @@ def test_paged_out_arrays_come_back_block_by_block(monkeypatch: pytest.MonkeyPat
     stored_ids, segments = tail.stored()
     assert list(stored_ids) == ids[16:] and len(segments) == 84
     assert len(tail) == 0 and not any(n.endswith(".delta") for n in spill.list())
+
+
+def test_the_last_records_replayed_keep_their_segments_through_restarts() -> None:
+    # Replay counts a run of message records when the run ends; in a log that ends with
+    # one (a crash: no CleanShutdown after it) the last run ends after the liveness was
+    # handed to the segment log, and must still pin its segment there.
+    files = FakeFiles()
+    log = DiskDurableLog.open(files, segment_size=4096)
+    log.queue_declared("/", "q", auto_delete=False, arguments={})
+    ids = [log.message_published("/", ["q"], "", "q", PERSISTENT, b"m%d" % i) for i in range(300)]
+    log.commit()
+    files.crash()
+    for _ in range(3):
+        log = _reopen(files)
+        assert log.catalog.queues[("/", "q")].count == 300
+        found = list(log.recovered_messages("/", "q"))
+        assert [m.id for m in found] == ids
+        log.replay_done()
+        # A commit runs reclamation: a segment whose pins were lost would go now.
+        log.messages_delivered("/", "q", [ids[0]], [found[0].segment])
+        log.commit()
+        log.close()
