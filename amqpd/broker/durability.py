@@ -41,7 +41,7 @@ from amqpd.storage.durable import DurableLog
 if TYPE_CHECKING:
     from amqpd.broker.queue import Queue, QueuedMessage
     from amqpd.storage.bodies import BodyReader as BodySource
-    from amqpd.storage.disklog import RecoveredMessage
+    from amqpd.storage.logtail import RecoveredMessage
 
 
 class QueueJournal:
@@ -65,6 +65,11 @@ class QueueJournal:
     def removed_one(self, message: Message) -> None:
         """``removed`` of one stored message (an ack): batched like ``delivered``."""
         self._log.message_removed(self.vhost, self.queue, message.store_id, message.store_segment)
+
+    def removed_stored(self, ids: Sequence[int], segments: Sequence[int]) -> None:
+        """Stored messages that never left the log (a restored tail) left for good."""
+        if len(ids):
+            self._log.messages_removed(self.vhost, self.queue, ids, segments)
 
     def removed(self, entries: Iterable[QueuedMessage]) -> None:
         stored = [e.message for e in entries if e.message.store_id]

@@ -19,6 +19,10 @@ Rules of this module:
   business (ready.py): it counts its entries in memory against the budget and keeps those
   beyond it in a delta on disk. The queue sees every entry the same, in order: counts and
   length limits include the delta's.
+- A restart may hand a queue its recovered messages as ranges of the log instead of one
+  ``enqueue`` each (``restore_logged``; restore.py): only a plain FIFO (no x-max-priority)
+  without length limits or TTL, and only while it is empty. Its entries get the seqs
+  they would have had, and its count and body bytes are counted as enqueued.
 - Settings: TTL, x-expires, length limits and the DLX come from ``settings``, the x-args
   combined with the policy that applies (queue_settings.py); ``apply_policy`` re-applies
   a changed policy to the live queue.
@@ -68,7 +72,7 @@ from amqpd.broker.message import Message
 from amqpd.broker.paging import Paging
 from amqpd.broker.policies import Policy
 from amqpd.broker.queue_settings import QueueSettings, effective_settings
-from amqpd.broker.ready import PriorityReady, ReadyFifo, ReadyStore
+from amqpd.broker.ready import LoggedPart, PriorityReady, ReadyFifo, ReadyStore
 from amqpd.errors import AccessRefused
 
 # (queue, message, reason, now): reason is an x-death reason ("rejected", "expired",
@@ -95,6 +99,13 @@ class QueuedMessage:
     redelivered: bool = False
     # Monotonic time at which the message expires (None: never); fixed at enqueue.
     expires_at: float | None = None
+
+
+class RestoredPart(LoggedPart, Protocol):
+    """What ``restore_logged`` needs of a restored tail (restore.RestoredTail)."""
+
+    first_seq: int
+    body_bytes: int
 
 
 class Consumer(Protocol):
@@ -400,6 +411,35 @@ class Queue:
         self._settle_head(now)
         return True
 
+    def accepts_logged(self) -> bool:
+        """May ``restore_logged`` hand this queue its messages as ranges of the log? Not
+        when it needs each one enqueued: priorities, length limits, a TTL, or messages
+        already there; nor under body-only paging (no delta files), which counts every
+        ready body, read or not."""
+        ready = self._ready
+        paging = self._paging
+        return (
+            isinstance(ready, ReadyFifo)
+            and (paging is None or paging.deltas is not None)
+            and self._limits is None
+            and not self._time.expiring
+            and not len(ready)
+            and not self.deleted
+        )
+
+    def restore_logged(self, part: RestoredPart) -> None:
+        """Restore: ``part``, this queue's recovered messages left in the log, becomes its
+        ready backlog, as if each had been enqueued (no consumer, limit or TTL to apply;
+        ``accepts_logged`` said so)."""
+        ready = self._ready
+        assert isinstance(ready, ReadyFifo) and self.accepts_logged()
+        count = len(part)
+        part.first_seq = self._next_seq
+        self._next_seq += count
+        self._published += count
+        self._ready_bytes += part.body_bytes
+        ready.attach_logged(part)
+
     def _settle_head(self, now: float) -> None:
         """After a publish or requeue: drop over the limits, expire, then deliver.
 
@@ -514,6 +554,17 @@ class Queue:
         """Drop every ready message (unacked ones stay, as in RabbitMQ); returns the count."""
         count = self.message_count
         journal = self.journal
+        ready = self._ready
+        logged = ready.take_logged() if isinstance(ready, ReadyFifo) else None
+        if logged is not None:
+            # Restored messages still in the log: their ids, without reading them back.
+            if journal is not None:
+                ids, segments = logged.stored()
+                for i in range(0, len(ids), _PURGE_CHUNK):
+                    journal.removed_stored(
+                        ids[i : i + _PURGE_CHUNK], segments[i : i + _PURGE_CHUNK]
+                    )
+            logged.clear()
         if journal is not None:
             # Every stored id is logged as removed; read in chunks (a backlog's entries in
             # a delta are read back from disk), so a huge purge never holds them all.

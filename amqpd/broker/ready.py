@@ -20,12 +20,20 @@ Rules of this module:
   when ``_fresh`` runs empty the next chunk (``CHUNK_ENTRIES`` / ``CHUNK_BYTES``) is read
   back from the delta, then the tail. Requeued entries always stay in memory (the heap):
   their seq is below every delta entry's, so ``take`` still returns them first.
+- After a restart a ``ReadyFifo`` may also have a *logged* part (``attach_logged``, only
+  while it is empty: broker/restore.py): the restored messages still in the durable log,
+  as ranges of it (restore.RestoredTail over storage/logtail.py), between ``_fresh`` and
+  the delta. Nothing of it is in memory or counted against the budget until ``_fresh``
+  runs empty and its next chunk (``CHUNK_ENTRIES`` / ``CHUNK_BYTES``) is read; while it
+  is not empty every append goes behind it (to the delta and tail as above; without
+  delta files, to the tail, in memory).
 """
 
 from __future__ import annotations
 
 import heapq
 from collections import deque
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from amqpd.broker.paging import CHUNK_BYTES, CHUNK_ENTRIES
@@ -56,8 +64,27 @@ class ReadyStore(Protocol):
     def __len__(self) -> int: ...
 
 
+class LoggedPart(Protocol):
+    """A restored queue's messages still in the durable log (restore.RestoredTail)."""
+
+    body_bytes: int  # of the entries not taken yet
+
+    def __len__(self) -> int: ...
+
+    def take(self, max_count: int, max_bytes: int) -> list[QueuedMessage]:
+        """The next entries in order: at least one unless empty, at most ``max_count``."""
+        ...
+
+    def stored(self) -> tuple[Sequence[int], Sequence[int]]:
+        """Ids and record segments of the entries not taken yet, then forgotten (a purge
+        logs them)."""
+        ...
+
+    def clear(self) -> None: ...
+
+
 class ReadyFifo:
-    __slots__ = ("_cost", "_delta", "_fresh", "_paging", "_requeued", "_tail")
+    __slots__ = ("_cost", "_delta", "_fresh", "_logged", "_paging", "_requeued", "_tail")
 
     def __init__(self, paging: Paging | None = None) -> None:
         self._fresh: deque[QueuedMessage] = deque()
@@ -66,6 +93,7 @@ class ReadyFifo:
         self._cost = 0  # what the entries in memory count in paging.ready_bytes
         self._delta: DeltaQueue | None = None
         self._tail: deque[tuple[int, QueuedMessage]] = deque()  # (log token to wait, entry)
+        self._logged: LoggedPart | None = None  # after a restart: the rest is in the log
         if paging is not None:
             self.attach_paging(paging)
 
@@ -73,22 +101,37 @@ class ReadyFifo:
         self._paging = paging
         cost = sum(paging.cost(e.message) for e in self._fresh)
         cost += sum(paging.cost(e.message) for _, e in self._requeued)
+        cost += sum(paging.cost(e.message) for _, e in self._tail)  # behind a logged part
+        if paging.deltas is None and self._logged is not None:
+            # Body-only paging counts every ready body, read back or not (paging.py).
+            cost += self._logged.body_bytes
         self._cost += cost
         paging.ready_bytes += cost
+
+    def attach_logged(self, part: LoggedPart) -> None:
+        """``part`` (a restored queue's messages in the log) is this empty FIFO's backlog."""
+        assert not len(self)
+        self._logged = part if len(part) else None
 
     def append(self, entry: QueuedMessage) -> None:
         paging = self._paging
         if paging is None:
+            if self._logged or self._tail:
+                self._tail.append((0, entry))  # behind the logged part: order
+                return
             self._fresh.append(entry)
             return
         message = entry.message
         if paging.deltas is None:
-            self._fresh.append(entry)
+            if self._logged or self._tail:
+                self._tail.append((0, entry))
+            else:
+                self._fresh.append(entry)
             self._cost += message.size
             paging.admit(message)  # counts it; may page the body out (the backlog's tail)
             return
         cost = paging.cost(message)
-        if self._tail or self._delta or paging.over(cost):
+        if self._tail or self._delta or self._logged or paging.over(cost):
             self._to_delta(paging, entry, cost)
             return
         self._fresh.append(entry)
@@ -137,12 +180,25 @@ class ReadyFifo:
         delta.append(paging.encode(entry))
 
     def _refill(self) -> None:
-        """``_fresh`` is empty: bring the next chunk of the delta (or the tail) into memory."""
+        """``_fresh`` is empty: bring the next chunk of the logged part, the delta (or the
+        tail) into memory."""
         paging = self._paging
-        assert paging is not None
         fresh = self._fresh
+        logged = self._logged
+        if logged is not None:
+            entries = logged.take(CHUNK_ENTRIES, CHUNK_BYTES)
+            fresh.extend(entries)
+            if not len(logged):
+                self._logged = None
+            if paging is not None and paging.deltas is not None:
+                # (Body-only paging counted the part's bodies when it was attached.)
+                cost = sum(paging.cost(entry.message) for entry in entries)
+                self._cost += cost
+                paging.ready_bytes += cost
+            return
         delta = self._delta
         if delta:
+            assert paging is not None
             cost = 0
             for record in delta.read(CHUNK_ENTRIES, CHUNK_BYTES):
                 entry = paging.decode(record)
@@ -166,7 +222,7 @@ class ReadyFifo:
     def take(self) -> QueuedMessage | None:
         requeued = self._requeued
         fresh = self._fresh
-        if not fresh and (self._delta or self._tail):
+        if not fresh and (self._logged or self._delta or self._tail):
             self._refill()
         if requeued and (not fresh or requeued[0][0] < fresh[0].seq):
             entry = heapq.heappop(requeued)[1]
@@ -184,7 +240,7 @@ class ReadyFifo:
     def peek(self) -> QueuedMessage | None:
         requeued = self._requeued
         fresh = self._fresh
-        if not fresh and (self._delta or self._tail):
+        if not fresh and (self._logged or self._delta or self._tail):
             self._refill()
         if requeued and (not fresh or requeued[0][0] < fresh[0].seq):
             return requeued[0][1]
@@ -192,10 +248,19 @@ class ReadyFifo:
             return fresh[0]
         return None
 
+    def take_logged(self) -> LoggedPart | None:
+        """Hand over the logged part (not read yet) and forget it: a purge logs its ids
+        without reading every record back."""
+        logged, self._logged = self._logged, None
+        return logged
+
     def clear(self) -> None:
         self._fresh.clear()
         self._requeued.clear()
         self._tail.clear()
+        if self._logged is not None:
+            self._logged.clear()
+            self._logged = None
         if self._delta is not None:
             self._delta.clear()  # its files go
         if self._paging is not None:
@@ -205,6 +270,8 @@ class ReadyFifo:
     def __len__(self) -> int:
         delta = self._delta
         n = len(self._fresh) + len(self._requeued) + len(self._tail)
+        if self._logged is not None:
+            n += len(self._logged)
         return n + len(delta) if delta is not None else n
 
 

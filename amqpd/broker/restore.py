@@ -14,11 +14,16 @@ Rules of this module (docs/storage.md "Restoring the broker"):
   still has the no-op log, so nothing is logged twice. Something the vhost now refuses
   (an argument a newer version rejects) is skipped and counted, never a crash.
 - The durable log is attached (broker.attach_durable_log) only at the end.
-- Each queue's messages are read back from their records (``DiskDurableLog
-  .recovered_messages``: exchange, routing key, properties, in log order with read-ahead),
-  queue by queue; replay kept only ids and record locations. Message bodies are not read:
-  a restored message reads its body back when it is delivered (paging), so a restart with
-  a backlog larger than memory fits. A delayed message's body is not read either: its
+- A plain queue (``Queue.accepts_logged``: no priorities, length limits or TTL, and no
+  message of it with a per-message TTL, which replay notes) gets its messages as ranges of
+  the log (``DiskDurableLog.take_tail``, a ``RestoredTail``): nothing is read at restore;
+  each chunk's records are read back when the queue's head runs empty (ready.py). Every
+  other queue's messages are read back from their records now (``DiskDurableLog
+  .recovered_messages``: exchange, routing key, properties, in log order with read-ahead)
+  and enqueued one by one, so limits and expiry apply as they did. Either way replay kept
+  only ids and record locations, and message bodies are not read: a restored message
+  reads its body back when it is delivered (paging), so a restart with a backlog larger
+  than memory fits. A delayed message's body is not read either: its
   schedule entry keeps only its place in the log and reads it back when it is due.
 - A durable delayed exchange's store (``durability.delayed_store``) is not a queue: its
   messages go back to the exchange's schedule (``VirtualHost.restore_delayed``), due at the
@@ -28,6 +33,7 @@ Rules of this module (docs/storage.md "Restoring the broker"):
 from __future__ import annotations
 
 from array import array
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import attrs
@@ -38,11 +44,13 @@ from amqpd.broker.durability import (
     restored_delayed,
 )
 from amqpd.broker.message import Message
+from amqpd.broker.queue import QueuedMessage
 from amqpd.errors import AMQPError
 from amqpd.storage.disklog import DiskDurableLog
 
 if TYPE_CHECKING:
     from amqpd.broker.broker import Broker
+    from amqpd.storage.delta import DeltaQueue
 
 
 @attrs.define
@@ -112,6 +120,14 @@ def recover(broker: Broker, log: DiskDurableLog) -> RestoreResult:
             continue
         # Attached before the messages go in: a drop-head while refilling is logged.
         queue.journal = QueueJournal(log, vhost_name, name)
+        replayed = log.catalog.queues[(vhost_name, name)].replayed
+        if replayed and not replayed.expiring and queue.accepts_logged():
+            deltas = broker.paging.deltas if broker.paging is not None else None
+            blocks = deltas.new_queue() if deltas is not None else None
+            tail = RestoredTail(log, vhost_name, name, crashed, blocks)
+            result.messages += len(tail)
+            queue.restore_logged(tail)
+            continue
         marked_ids = array("Q")
         marked_segments = array("Q")
         enqueue, bodies = queue.enqueue, log.bodies
@@ -141,6 +157,83 @@ def recover(broker: Broker, log: DiskDurableLog) -> RestoreResult:
     for vhost in broker.vhosts.values():
         vhost.ensure_delayed_stores({name for v, name in logged if v == vhost.name})
     return result
+
+
+class RestoredTail:
+    """A restored queue's messages left in the log (storage/logtail.py), handed out as
+    queue entries a chunk at a time (ready.py's logged part): what the restore loop above
+    makes of each record, made when the queue's head needs it."""
+
+    __slots__ = ("_bodies", "_crashed", "_next_seq", "_tail", "body_bytes", "first_seq")
+
+    def __init__(
+        self,
+        log: DiskDurableLog,
+        vhost: str,
+        queue: str,
+        crashed: bool,
+        blocks: DeltaQueue | None = None,
+    ) -> None:
+        tail = log.take_tail(vhost, queue)
+        assert tail is not None  # the caller saw live replayed messages
+        self._tail = tail
+        self._bodies = log.bodies
+        # After a crash every message comes back redelivered, and the never-delivered
+        # ones are marked so in the log now (module rules), as the loop above does.
+        self._crashed = crashed
+        if crashed:
+            ids, segments = tail.undelivered()
+            log.messages_delivered(vhost, queue, ids, segments)
+        if blocks is not None:
+            # Beyond its first block the tail's own arrays wait on disk too (logtail.py).
+            tail.page_out(blocks)
+        self.body_bytes = tail.body_bytes
+        self.first_seq = 0  # set by Queue.restore_logged
+        self._next_seq = -1
+
+    def __len__(self) -> int:
+        return len(self._tail)
+
+    def take(self, max_count: int, max_bytes: int) -> list[QueuedMessage]:
+        if self._next_seq < 0:
+            self._next_seq = self.first_seq
+        seq = self._next_seq
+        bodies, crashed = self._bodies, self._crashed
+        entries = []
+        for stored in self._tail.read(max_count, max_bytes):
+            message = Message(stored.exchange, stored.routing_key, stored.properties_raw, b"")
+            if stored.body_size:
+                # Its body stays in the log (docs/storage.md "Paging"), read on delivery.
+                message.size = stored.body_size
+                message.on_disk(bodies, stored.body_at)
+                message.drop_body()
+            message.store_id = stored.id
+            message.store_segment = stored.segment
+            entries.append(QueuedMessage(message, seq, crashed or stored.delivered))
+            seq += 1
+        self._next_seq = seq
+        self.body_bytes = self._tail.body_bytes
+        return entries
+
+    def stored(self) -> tuple[Sequence[int], Sequence[int]]:
+        stored = self._tail.stored()
+        self.body_bytes = 0
+        return stored
+
+    def copy(self) -> RestoredTail:
+        """An independent copy of the entries not taken yet, with the same seqs."""
+        other = object.__new__(RestoredTail)
+        other._tail = self._tail.copy()
+        other._bodies = self._bodies
+        other._crashed = self._crashed
+        other.body_bytes = self.body_bytes
+        other.first_seq = self.first_seq
+        other._next_seq = self._next_seq if self._next_seq >= 0 else self.first_seq
+        return other
+
+    def clear(self) -> None:
+        self._tail.clear()
+        self.body_bytes = 0
 
 
 def _restore_delayed(

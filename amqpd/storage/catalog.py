@@ -14,10 +14,13 @@ Rules of this module (docs/storage.md "Replay and liveness", "Reclamation"):
   as one) the catalog keeps only how many of the queue's messages each segment holds. The
   broker knows each message's segment (``Message.store_segment``) and passes it along with
   the id. Deleting a queue releases all its pins at once.
-- While replaying, per queue: compact arrays of ids, record locations and sizes, in log
-  order (= id order: ids are handed out increasing), and a flag byte each (delivered,
-  removed), so a removal is found by bisect; never the content. ``end_replay`` switches to
-  run time; ``replay_done`` drops the arrays once the broker has read the messages back.
+- While replaying, per queue: compact arrays of ids, record locations, record sizes and
+  body sizes, in log order (= id order: ids are handed out increasing), and a flag byte
+  each (delivered, removed), so a removal is found by bisect; never the content (only
+  whether some message of the queue carries a per-message TTL, ``expiring``).
+  ``end_replay`` switches to run time; ``replay_done`` drops the arrays once the broker
+  has read the messages back or taken them over (``take_replayed``: a restored queue's
+  tail as ranges of the log, storage/logtail.py).
 - Deleting a queue or an exchange also ends its bindings (and a queue's messages), as the
   broker's vhost does; the broker logs only the delete.
 - Entities are keyed by (vhost, name); a record naming something that does not exist (a
@@ -101,6 +104,8 @@ class PublishedAt(NamedTuple):
     queues: tuple[str, ...]
     where: int  # location of the record (storage.bodies.location), -1 if not known yet
     size: int  # of the whole record, header included
+    body_size: int = 0
+    expiring: bool = False  # it has an ``expiration`` property (a per-message TTL)
 
 
 _E = TypeVar("_E", ExchangeDeclared, QueueDeclared, BindingAdded)
@@ -122,7 +127,7 @@ _COMPACT_MIN = 4096  # dead entries worth a compaction
 
 
 class ReplayedMessages:
-    """One queue's messages while replaying, in log order: 21 bytes each, no objects.
+    """One queue's messages while replaying, in log order: 25 bytes each, no objects.
 
     ``ids`` is sorted (ids grow in log order), so a removal or a delivered marker finds its
     message by bisect from ``head`` (everything before it is removed: acks mostly come in
@@ -130,23 +135,28 @@ class ReplayedMessages:
     what they hold is dead, so they stay proportional to the live messages.
     """
 
-    __slots__ = ("flags", "head", "ids", "removed", "sizes", "where")
+    __slots__ = ("bodies", "expiring", "flags", "head", "ids", "removed", "sizes", "where")
 
     def __init__(self) -> None:
         self.ids = array("Q")
         self.where = array("Q")
-        self.sizes = array("I")
+        self.sizes = array("I")  # of the whole record, header included
+        self.bodies = array("I")  # body sizes: what x-max-length-bytes counts, exactly
         self.flags = bytearray()
+        # Some message (live or not) has an ``expiration`` property: a restore must give
+        # each its expiry, so it cannot leave them unread in the log.
+        self.expiring = False
         self.head = 0  # every entry before it is removed
         self.removed = 0  # removed entries from ``head`` on
 
     def __len__(self) -> int:
         return len(self.ids) - self.head - self.removed
 
-    def add(self, msg_id: int, where: int, size: int) -> None:
+    def add(self, msg_id: int, where: int, size: int, body_size: int = 0) -> None:
         self.ids.append(msg_id)
         self.where.append(where)
         self.sizes.append(size)
+        self.bodies.append(body_size)
         self.flags.append(0)
 
     def find(self, msg_id: int) -> int:
@@ -167,7 +177,7 @@ class ReplayedMessages:
             self.removed -= 1
         self.head = head
         if head >= _COMPACT_MIN and 2 * head > n:
-            for column in (self.ids, self.where, self.sizes, self.flags):
+            for column in (self.ids, self.where, self.sizes, self.bodies, self.flags):
                 del column[:head]
             self.head = 0
         elif self.removed >= _COMPACT_MIN and 2 * self.removed > n - head:
@@ -178,8 +188,14 @@ class ReplayedMessages:
         self.ids = array("Q", [self.ids[i] for i in keep])
         self.where = array("Q", [self.where[i] for i in keep])
         self.sizes = array("I", [self.sizes[i] for i in keep])
+        self.bodies = array("I", [self.bodies[i] for i in keep])
         self.flags = bytearray(self.flags[i] for i in keep)
         self.head = self.removed = 0
+
+    def compact(self) -> None:
+        """Drop the removed entries: afterwards every entry from ``head`` on is live."""
+        if self.removed:
+            self._compact()
 
     def live_ids(self) -> Iterator[int]:
         flags = self.flags
@@ -231,12 +247,30 @@ class Catalog:
         self.bindings: dict[BindingKey, Declared[BindingAdded]] = {}
         self.max_message_id = 0
         self.clean_shutdown = False
+        # Replay: the run of message records in progress (``_Run``), for as long as
+        # records name the same (vhost, names) objects in the same segment (the replayer
+        # passes the same ones while records repeat them) and no other record comes.
+        self._run: _Run | None = None
 
     def end_replay(self, liveness: Liveness) -> None:
         """Replay is over: from now on records come from the broker, with segments, and
         liveness goes to ``liveness`` (the segment log). The arrays stay for restore."""
         self.replaying = False
         self._live = liveness
+        # The last run's pins go to ``liveness`` itself: the replay's were handed over
+        # already (DiskDurableLog.open transfers them first).
+        self._end_run()
+
+    def take_replayed(self, vhost: str, name: str) -> ReplayedMessages | None:
+        """Restore takes over queue ``name``'s replay arrays (compacted: every entry from
+        ``head`` on is live), or None if it has no live message; until ``replay_done``."""
+        queue = self.queues.get((vhost, name))
+        replayed = queue.replayed if queue is not None else None
+        if queue is None or replayed is None or not len(replayed):
+            return None
+        queue.replayed = None
+        replayed.compact()
+        return replayed
 
     def replay_done(self) -> None:
         """The broker has read the messages back: drop the replay arrays."""
@@ -246,6 +280,7 @@ class Catalog:
     def message_count(self) -> int:
         """Distinct messages held by the durable queues (a fanout counts once). Exact while
         the replay arrays exist; afterwards, the copies (the catalog keeps no ids)."""
+        self._end_run()
         held = [q for q in self.queues.values() if q.count]
         if len(held) <= 1 or any(q.replayed is None for q in held):
             return sum(q.count for q in held)
@@ -262,6 +297,8 @@ class Catalog:
 
     # -- interpretation of every record -----------------------------------------------------
     def apply(self, entry: Entry | PublishedAt | object, segment: int) -> None:
+        if self._run is not None:
+            self._end_run()  # its counts are due before anything else looks at them
         self.clean_shutdown = isinstance(entry, CleanShutdown)
         handler = _APPLY.get(type(entry))
         if handler is not None:
@@ -404,35 +441,97 @@ class Catalog:
 
     def _published(self, entry: PublishedAt, segment: int) -> None:
         queues = tuple(dict.fromkeys(entry.queues))
-        self.published(entry.id, entry.vhost, queues, entry.where, entry.size, segment)
+        self.published(
+            entry.id,
+            entry.vhost,
+            queues,
+            entry.where,
+            entry.size,
+            segment,
+            entry.body_size,
+            entry.expiring,
+        )
+        self._end_run()  # one record at a time: its counts at once
 
     def published(
-        self, msg_id: int, vhost: str, queues: tuple[str, ...], where: int, size: int, segment: int
+        self,
+        msg_id: int,
+        vhost: str,
+        queues: tuple[str, ...],
+        where: int,
+        size: int,
+        segment: int,
+        body_size: int = 0,
+        expiring: bool = False,
     ) -> None:
         """Replay: a message record (the hot kind: no entry object, no dispatch), on the
-        distinct ``queues`` it names, at ``where`` (``size`` bytes) in ``segment``."""
+        distinct ``queues`` it names, at ``where`` (``size`` bytes, its body
+        ``body_size``) in ``segment``; ``expiring``: it has a per-message TTL. Its ids go
+        into the arrays at once; the pins and counts of a run of such records are added
+        when the run ends (another segment or set of names, the next ``apply``,
+        ``message_count``, ``end_replay``)."""
         self.clean_shutdown = False
         if msg_id <= self.max_message_id:
             return  # ids only grow in the log; a repeat is a bug we do not amplify
         self.max_message_id = msg_id
-        count = 0
-        for name in queues:
-            queue = self.queues.get((vhost, name))
-            if queue is None:
-                continue
+        run = self._run
+        if (
+            run is None
+            or run.vhost is not vhost
+            or run.queues is not queues
+            or (run.segment != segment)
+        ):
+            run = self._start_run(vhost, queues, segment)
+        run.count += 1
+        # ReplayedMessages.add, inlined: once per message and queue.
+        for add_id, add_where, add_size, add_body, add_flag in run.appends:
+            add_id(msg_id)
+            add_where(where)
+            add_size(size)
+            add_body(body_size)
+            add_flag(0)
+        if expiring:
+            for queue in run.held:
+                replayed = queue.replayed
+                assert replayed is not None
+                replayed.expiring = True
+
+    def _start_run(self, vhost: str, queues: tuple[str, ...], segment: int) -> _Run:
+        self._end_run()
+        held = [q for n in queues if (q := self.queues.get((vhost, n))) is not None]
+        appends: list[tuple[Callable[[int], None], ...]] = []
+        for queue in held:
             replayed = queue.replayed
             if replayed is None:
                 replayed = queue.replayed = ReplayedMessages()
-            replayed.ids.append(msg_id)  # ReplayedMessages.add, inlined: once per message
-            replayed.where.append(where)
-            replayed.sizes.append(size)
-            replayed.flags.append(0)
+            appends.append(
+                (
+                    replayed.ids.append,
+                    replayed.where.append,
+                    replayed.sizes.append,
+                    replayed.bodies.append,
+                    replayed.flags.append,
+                )
+            )
+        run = self._run = _Run(vhost, queues, segment, held, appends)
+        return run
+
+    def _end_run(self) -> None:
+        """Count the run's messages in its queues' pins and the liveness, once per run
+        (not once per message), and forget it: the next record may change the queues or
+        compact their arrays (the bound appends would then miss the new ones)."""
+        run = self._run
+        if run is None:
+            return
+        self._run = None
+        count, segment = run.count, run.segment
+        if not count or not run.held:
+            return
+        for queue in run.held:
             pins = queue.pins
-            pins[segment] = pins.get(segment, 0) + 1
-            queue.count += 1
-            count += 1
-        if count:
-            self._live.pin(segment, count)
+            pins[segment] = pins.get(segment, 0) + count
+            queue.count += count
+        self._live.pin(segment, count * len(run.held))
 
     def _settled(self, entry: MessagesDelivered, segment: int, *, removed: bool) -> None:
         """A replayed delivered marker, or a removal: the messages found by id."""
@@ -456,6 +555,27 @@ class Catalog:
             # Ids named by surviving records are never handed out again (docs/storage.md).
             self.max_message_id = max(self.max_message_id, max(entry.ids))
         self._live.depend(segment, targets)
+
+
+class _Run:
+    """Replay: consecutive message records for the same queues in one segment."""
+
+    __slots__ = ("appends", "count", "held", "queues", "segment", "vhost")
+
+    def __init__(
+        self,
+        vhost: str,
+        queues: tuple[str, ...],
+        segment: int,
+        held: list[DurableQueue],
+        appends: list[tuple[Callable[[int], None], ...]],
+    ) -> None:
+        self.vhost = vhost
+        self.queues = queues
+        self.segment = segment
+        self.held = held
+        self.appends = appends
+        self.count = 0
 
 
 # One handler per record kind (exact type: BindingRemoved and MessagesRemoved subclass the

@@ -31,7 +31,7 @@ from __future__ import annotations
 import struct
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 from amqpd.storage.bodies import LOCATION_SHIFT, BodyReader, location
 from amqpd.storage.catalog import DELIVERED, REMOVED, Catalog, DurableQueue, ReplayLiveness
@@ -52,7 +52,8 @@ from amqpd.storage.entries import (
 )
 from amqpd.storage.files import FileLayer, ReadFile
 from amqpd.storage.log import DEFAULT_SEGMENT_SIZE, Batch, Position, SegmentLog, StorageBroken
-from amqpd.storage.record import HEADER as RECORD_HEADER
+from amqpd.storage.logtail import CACHE_LIMIT as _CACHE_LIMIT
+from amqpd.storage.logtail import LogTail, RecordParser, RecoveredMessage
 from amqpd.storage.record import HEADER_SIZE as RECORD_HEADER_SIZE
 from amqpd.storage.record import Visitor
 from amqpd.storage.recovery import RecoveryReport, replay_log
@@ -66,10 +67,12 @@ _PUBLISHED = MessagePublished.KIND
 # Restore reads the records of a backlog in log order: big windows, few preads.
 RESTORE_READ_AHEAD = 1024 * 1024
 _OFFSET_MASK = (1 << LOCATION_SHIFT) - 1
-_CACHE_LIMIT = 4096  # distinct exchange names, routing keys, properties shared at restore
 # One-message settlements waiting for their records, per queue, at most (then appended):
 # bounds a record's size (a purge-sized batch) and what replay decodes at once.
 SETTLE_BATCH = 4096
+# The ``expiration`` property's bit (1 << 8 of the big-endian flag word: basic class,
+# spec 0-9-1 4.2.6.1) in the word's first byte.
+_EXPIRATION_BIT = 1
 
 
 def _replayer(catalog: Catalog) -> Callable[[int], Visitor]:
@@ -78,6 +81,11 @@ def _replayer(catalog: Catalog) -> Callable[[int], Visitor]:
     holders: dict[bytes, tuple[str, tuple[str, ...]]] = {}
     u16, u32, u64 = _U16.unpack_from, _U32.unpack_from, _U64.unpack_from
     apply, published = catalog.apply, catalog.published
+    # The fields between a message record's id and its body length (vhost, queues,
+    # exchange, routing key, properties) of the last message record, and what they say:
+    # a backlog repeats them record after record, and bytes equal to them parse the same,
+    # so such a record costs one ``startswith`` instead of a parse.
+    last: list[Any] = [b"", "", (), False]  # nothing parsed yet
 
     def visitor(number: int) -> Visitor:
         base = location(number, 0)
@@ -94,6 +102,23 @@ def _replayer(catalog: Catalog) -> Callable[[int], Visitor]:
             # decode_entry would; restore reads them back (``recovered_messages``).
             try:
                 (msg_id,) = u64(data, start)
+                prefix = last[0]
+                if prefix and data.startswith(prefix, start + 8):
+                    pos = start + 8 + len(prefix)
+                    (body_size,) = u32(data, pos)
+                    if pos + 4 + body_size != end:
+                        raise ValueError("bad message record payload")
+                    published(
+                        msg_id,
+                        last[1],
+                        last[2],
+                        base | offset,
+                        end - offset,
+                        number,
+                        body_size,
+                        last[3],
+                    )
+                    return
                 pos = start + 10 + u16(data, start + 8)[0]  # vhost
                 (count,) = u16(data, pos)
                 pos += 2
@@ -102,9 +127,13 @@ def _replayer(catalog: Catalog) -> Callable[[int], Visitor]:
                 raw = data[start + 8 : pos]
                 pos += 2 + u16(data, pos)[0]  # exchange
                 pos += 2 + u16(data, pos)[0]  # routing key
-                pos += 4 + u32(data, pos)[0]  # properties
-                pos += 4 + u32(data, pos)[0]  # body
-            except struct.error as exc:
+                (n,) = u32(data, pos)  # properties; the flag word's first byte holds
+                expiring = n >= 2 and bool(data[pos + 4] & _EXPIRATION_BIT)  # expiration
+                pos += 4 + n
+                body_at = pos
+                (body_size,) = u32(data, pos)
+                pos += 4 + body_size
+            except (struct.error, IndexError) as exc:
                 raise ValueError(f"record payload too short: {exc}") from None
             if pos != end:
                 raise ValueError("bad message record payload")
@@ -113,7 +142,17 @@ def _replayer(catalog: Catalog) -> Callable[[int], Visitor]:
                 if len(holders) >= _CACHE_LIMIT:
                     holders.clear()
                 known = holders[raw] = _holders(raw)
-            published(msg_id, known[0], known[1], base | offset, end - offset, number)
+            last[:] = [data[start + 8 : body_at], known[0], known[1], expiring]
+            published(
+                msg_id,
+                known[0],
+                known[1],
+                base | offset,
+                end - offset,
+                number,
+                body_size,
+                expiring,
+            )
 
         return visit
 
@@ -138,19 +177,6 @@ def _holders(data: bytes) -> tuple[str, tuple[str, ...]]:
     if pos != len(data):
         raise ValueError("bad message record payload")
     return vhost, tuple(dict.fromkeys(queues))
-
-
-class RecoveredMessage(NamedTuple):
-    """A live message of a recovered queue, read back from its record (not its body)."""
-
-    id: int
-    segment: int
-    exchange: str
-    routing_key: str
-    properties_raw: bytes
-    body_at: int  # location of the body in the log (also for an empty body)
-    body_size: int
-    delivered: bool  # the log says it was delivered from this queue
 
 
 class _Settling:
@@ -230,13 +256,7 @@ class DiskDurableLog(DurableLog):
         files = self.log.files
         ids, wheres, sizes, flags = replayed.ids, replayed.where, replayed.sizes, replayed.flags
         total = len(ids)
-        u16, u32, u64 = _U16.unpack_from, _U32.unpack_from, _U64.unpack_from
-        header = RECORD_HEADER.unpack_from
-        # Backlogs repeat a few exchange names, routing keys and property sets: one object
-        # each instead of one per message.
-        strings: dict[bytes, str] = {}
-        properties: dict[bytes, bytes] = {}
-        numbers: dict[int, int] = {}
+        parser = RecordParser()
         handle: ReadFile | None = None
         number = -1
         window = b""
@@ -261,58 +281,18 @@ class DiskDurableLog(DurableLog):
                     near = 0 <= following - where < RESTORE_READ_AHEAD
                     window = handle.pread(offset, max(size, RESTORE_READ_AHEAD) if near else size)
                     window_at, start = offset, 0
-                    if max(len(strings), len(properties), len(numbers)) > _CACHE_LIMIT:
-                        strings.clear()  # messages that all differ: nothing to share
-                        properties.clear()
-                        numbers.clear()
-                    if len(window) < size:
-                        raise OSError(f"message record at {offset} of segment {number} is cut")
-                msg_id = ids[i]
-                length, _crc, kind = header(window, start)
-                pos = start + RECORD_HEADER_SIZE
-                if kind != _PUBLISHED or length + RECORD_HEADER_SIZE != size:
-                    raise OSError(f"message record {msg_id} changed on disk since replay")
-                if u64(window, pos)[0] != msg_id:
-                    raise OSError(f"message record {msg_id} changed on disk since replay")
-                pos += 10 + u16(window, pos + 8)[0]  # id, vhost
-                (count,) = u16(window, pos)
-                pos += 2
-                for _ in range(count):
-                    pos += 2 + u16(window, pos)[0]
-                (n,) = u16(window, pos)
-                raw = window[pos + 2 : pos + 2 + n]
-                pos += 2 + n
-                exchange = strings.get(raw)
-                if exchange is None:
-                    exchange = strings[raw] = raw.decode("utf-8", "surrogatepass")
-                (n,) = u16(window, pos)
-                raw = window[pos + 2 : pos + 2 + n]
-                pos += 2 + n
-                routing_key = strings.get(raw)
-                if routing_key is None:
-                    routing_key = strings[raw] = raw.decode("utf-8", "surrogatepass")
-                (n,) = u32(window, pos)
-                raw = window[pos + 4 : pos + 4 + n]
-                pos += 4 + n
-                props = properties.get(raw)
-                if props is None:
-                    props = properties[raw] = raw
-                (body_size,) = u32(window, pos)
-                # Sizes repeat too (one int object each, not one per message).
-                body_size = numbers.setdefault(body_size, body_size)
-                yield RecoveredMessage(
-                    msg_id,
-                    number,
-                    exchange,
-                    routing_key,
-                    props,
-                    where + (pos + 4 - start),
-                    body_size,
-                    bool(flag & DELIVERED),
-                )
+                    parser.trim()
+                yield parser.parse(window, start, ids[i], size, where, bool(flag & DELIVERED))
         finally:
             if handle is not None:
                 handle.close()
+
+    def take_tail(self, vhost: str, queue: str) -> LogTail | None:
+        """Queue ``queue``'s live messages as ranges of the log (storage/logtail.py), read
+        back as it drains, instead of ``recovered_messages``; None if it has none. Until
+        ``replay_done``."""
+        replayed = self.catalog.take_replayed(vhost, queue)
+        return None if replayed is None else LogTail(self.log.files, replayed)
 
     def replay_done(self) -> None:
         self.catalog.replay_done()

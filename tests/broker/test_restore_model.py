@@ -41,7 +41,11 @@ TRANSIENT = BasicProperties(delivery_mode=1).encode()
 
 def _ready(queue: Any) -> list[QueuedMessage]:
     ready = queue._ready
-    entries = list(ready._fresh) + [e for _, e in ready._requeued]
+    entries = list(ready._fresh) + [e for _, e in ready._requeued] + [e for _, e in ready._tail]
+    if ready._logged is not None:  # a restored tail still in the log: read a copy of it
+        logged = ready._logged.copy()
+        while len(logged):
+            entries += logged.take(256, 1 << 30)
     return sorted(entries, key=lambda e: e.seq)
 
 
