@@ -10,11 +10,12 @@ Rules of this module:
   does I/O, so a delivery from another connection's publish never runs our I/O inside
   their call stack.
 - Write-through: output queued while some connection's reader is inside ``receive_data``
-  (a reader step: a publish delivering to consumers, say) is sent by that reader right
-  after the step, with one non-blocking ``send`` per woken connection, instead of a wake-up
-  of each writer first (a scheduler pass per hop: latency). Only on a plain socket, only
-  when that connection's writer is idle with nothing left over, and never blocking or
-  raising: whatever the socket does not take (all of it, on any error) is left for the
+  (a reader step: a publish delivering to consumers, say, and the reader's own replies)
+  is sent by that reader right after the step, with one non-blocking ``send`` per woken
+  connection, instead of a wake-up of each writer first (a scheduler pass per hop:
+  latency). Only on a plain socket, only when that connection's writer is idle with
+  nothing left over, and never blocking or raising: whatever the socket does not take
+  (all of it, on any error) is left for the
   writer, which sends it before anything newer, so the order on the wire is kept.
 - A bug anywhere in the connection's code drops this connection only: it is logged with the
   connection id and peer, the peer gets connection.close 541 if the stream is still usable,
@@ -251,7 +252,12 @@ class ConnectionTask:
                 woken, _step.woken = _step.woken, []
                 for task in woken:
                     task._write_through()
-            self.wake()
+            if data and self._fd is not None:
+                # Its own replies too (the session queues them without on_output while
+                # inside receive_data); the writer is woken only if something is left.
+                self._write_through()
+            else:
+                self.wake()
             if not data:
                 # AMQP has no half-close: once the peer has sent EOF we flush and hang up.
                 self._eof = True
