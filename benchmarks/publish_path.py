@@ -58,6 +58,11 @@ def _open(broker: Broker) -> Connection:
     return conn
 
 
+def _send(conn: Connection, method: M.Method) -> None:
+    """One method frame on channel 1, as a client would send it."""
+    conn.receive_data(encode_method_frame(1, method), 0.0)
+
+
 def persistent_producer(
     broker: Broker, queue: str, size: int
 ) -> tuple[Connection, bytes, bytes, bytes]:
@@ -65,21 +70,7 @@ def persistent_producer(
     basic.publish frame, persistent properties and a body of ``size - 8`` bytes (the
     memory benchmarks prefix each body with its 8-digit number)."""
     producer = _open(broker)
-    producer.receive_data(
-        encode_method_frame(
-            1,
-            M.QueueDeclare(
-                queue=queue,
-                passive=False,
-                durable=True,
-                exclusive=False,
-                auto_delete=False,
-                no_wait=False,
-                arguments={},
-            ),
-        ),
-        0.0,
-    )
+    _send(producer, M.QueueDeclare(queue=queue, durable=True))
     producer.data_to_send()
     publish = encode_method_frame(
         1, M.BasicPublish(exchange="", routing_key=queue, mandatory=False, immediate=False)
@@ -94,67 +85,12 @@ def run(messages: int, size: int, no_ack: bool, profile: bool, fanout: int = 0) 
     consumers = [_open(broker) for _ in names]
     exchange = "bench-fanout" if fanout else ""
     if fanout:
-        producer.receive_data(
-            encode_method_frame(
-                1,
-                M.ExchangeDeclare(
-                    exchange=exchange,
-                    type="fanout",
-                    passive=False,
-                    durable=False,
-                    auto_delete=False,
-                    internal=False,
-                    no_wait=False,
-                    arguments={},
-                ),
-            ),
-            0.0,
-        )
+        _send(producer, M.ExchangeDeclare(exchange=exchange, type="fanout"))
     for name, consumer in zip(names, consumers, strict=True):
-        producer.receive_data(
-            encode_method_frame(
-                1,
-                M.QueueDeclare(
-                    queue=name,
-                    passive=False,
-                    durable=False,
-                    exclusive=False,
-                    auto_delete=False,
-                    no_wait=False,
-                    arguments={},
-                ),
-            ),
-            0.0,
-        )
+        _send(producer, M.QueueDeclare(queue=name))
         if fanout:
-            producer.receive_data(
-                encode_method_frame(
-                    1,
-                    M.QueueBind(
-                        queue=name,
-                        exchange=exchange,
-                        routing_key="",
-                        no_wait=False,
-                        arguments={},
-                    ),
-                ),
-                0.0,
-            )
-        consumer.receive_data(
-            encode_method_frame(
-                1,
-                M.BasicConsume(
-                    queue=name,
-                    consumer_tag="c",
-                    no_local=False,
-                    no_ack=no_ack,
-                    exclusive=False,
-                    no_wait=False,
-                    arguments={},
-                ),
-            ),
-            0.0,
-        )
+            _send(producer, M.QueueBind(queue=name, exchange=exchange, routing_key=""))
+        _send(consumer, M.BasicConsume(queue=name, consumer_tag="c", no_ack=no_ack))
         consumer.data_to_send()
     producer.data_to_send()
     queue = names[0]
