@@ -231,6 +231,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=leftover,
             spool=str(spool.directory) if spool is not None else None,
         )
+    exporter = (
+        definitions_export.Exporter(definitions_export.export_dir(args.pid_file), broker)
+        if args.pid_file is not None
+        else None
+    )
+    for leftover in exporter.clear() if exporter is not None else []:
+        # Likewise: requests and answers of an earlier run's export-definitions.
+        structlog.get_logger("amqpd").info(
+            "removed an export-definitions file left by an earlier run",
+            file=leftover,
+            directory=str(exporter.directory) if exporter is not None else None,
+        )
     reload = (
         bootstrap.reloader(args.config, broker, args.definitions, spool, saved, kept_imports)
         if args.config is not None or args.definitions is not None or spool is not None
@@ -243,11 +255,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             config=server_config,
             reload=reload,
             # SIGUSR1: `amqpd export-definitions --pid-file` asks for the live definitions.
-            export=(
-                definitions_export.Exporter(definitions_export.export_dir(args.pid_file), broker)
-                if args.pid_file is not None
-                else None
-            ),
+            export=exporter,
             tls_addresses=config.tls_listeners if config else (),
             ssl_context=config.ssl_context if config else None,
             durable_log=durable,

@@ -11,7 +11,8 @@ Rules of this module (process edge):
   ``amqpd reload``): the subcommand leaves a request in ``<pid file>.export/`` and sends
   SIGUSR1; the broker writes its live definitions, durable exchanges, queues and bindings
   included, next to the request (``Exporter``); the subcommand waits for that file (a
-  bounded wait), prints it and removes it.
+  bounded wait), prints it and removes it. What an earlier broker left there is removed
+  at start (``Exporter.clear``), as the import spool is.
 - Topology is exported as RabbitMQ exports it: durable exchanges other than the default
   and ``amq.*`` ones, durable non-exclusive queues, and the bindings between durable ends
   (the default exchange's implicit bindings are not bindings).
@@ -215,6 +216,22 @@ class Exporter:
     def __init__(self, directory: Path, broker: Broker) -> None:
         self.directory = directory
         self.broker = broker
+
+    def clear(self) -> list[str]:
+        """Remove what an earlier broker left (at start, before the pid file names this
+        broker, so no request can be for it yet): requests it never answered, answers
+        nobody collected (the subcommand timed out or was killed), half-written
+        temporaries. Returns the names removed."""
+        try:
+            leftovers = sorted(p for p in self.directory.iterdir() if p.is_file())
+        except OSError:
+            return []
+        removed = []
+        for path in leftovers:
+            with contextlib.suppress(OSError):
+                path.unlink()
+                removed.append(path.name)
+        return removed
 
     def __call__(self) -> int:
         try:

@@ -330,6 +330,19 @@ def test_spool_clear_removes_every_leftover(tmp_path: Path) -> None:
     assert spool.pending() == [] and list(spool.directory.iterdir()) == []
 
 
+def test_export_leftovers_are_removed_at_start(tmp_path: Path) -> None:
+    from amqpd.broker.broker import Broker
+    from amqpd.definitions_export import Exporter
+
+    assert Exporter(tmp_path / "missing", Broker()).clear() == []
+    exporter = Exporter(tmp_path / "export", Broker())
+    exporter.directory.mkdir()
+    for name in ("1.request", "2.json", "3.tmp"):
+        (exporter.directory / name).write_text("{}")
+    assert exporter.clear() == ["1.request", "2.json", "3.tmp"]
+    assert list(exporter.directory.iterdir()) == []
+
+
 @pytest.mark.parametrize("running", [False, True])
 def test_export_definitions_into_a_closed_pipe_exits_quietly(tmp_path: Path, running: bool) -> None:
     # `amqpd export-definitions ... | head -1`: the reader is gone before (or while) the
