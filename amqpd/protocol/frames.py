@@ -306,7 +306,9 @@ def encode_content(
 
 
 def _ss(value: str) -> bytes:
-    raw = value.encode("utf-8")
+    # surrogateescape: basic.publish decodes exchange and routing key that way (RabbitMQ
+    # keeps them as binaries), so octets that are not UTF-8 go back out as they came.
+    raw = value.encode("utf-8", "surrogateescape")
     if len(raw) > 255:
         raise ValueError(f"shortstr longer than 255 octets: {value[:40]!r}...")
     return _OCTET[len(raw)] + raw

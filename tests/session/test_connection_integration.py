@@ -111,3 +111,24 @@ def test_guest_from_a_remote_address_is_refused(broker: Broker) -> None:
         ),
     )
     assert close_of(frames)[0] == 403
+
+
+def test_a_routing_key_that_is_not_utf8_is_delivered_as_published(broker: Broker) -> None:
+    # RabbitMQ keeps basic.publish's shortstrs as binaries: octets that are not UTF-8 come
+    # back in basic.deliver and basic.get-ok as they were sent.
+    consumer = Peer(broker).open()
+    consumer.call(1, S.Exchange.Declare(exchange="fx", type="fanout"))
+    consumer.call(1, S.Queue.Declare(queue="q"))
+    consumer.call(1, S.Queue.Declare(queue="g"))
+    consumer.call(1, S.Queue.Bind(queue="q", exchange="fx", routing_key=""))
+    consumer.call(1, S.Queue.Bind(queue="g", exchange="fx", routing_key=""))
+    consumer.call(1, S.Basic.Consume(queue="q", consumer_tag="c1", no_ack=True))
+    payload = b"\x00\x3c\x00\x28\x00\x00\x02fx\x02\xff\xfe\x00"  # routing key 0xff 0xfe
+    publish = b"\x01\x00\x01" + len(payload).to_bytes(4, "big") + payload + b"\xce"
+    publisher = Peer(broker).open()
+    assert publisher.feed(publish + content(1, b"hi")) == []
+    deliver = consumer.conn.data_to_send()
+    assert b"\x02fx\x02\xff\xfe" in deliver and deliver.endswith(b"hi\xce")
+    get_ok = consumer.conn
+    get_ok.receive_data(encode(1, S.Basic.Get(queue="g", no_ack=True)), 1.0)
+    assert b"\x02fx\x02\xff\xfe" in get_ok.data_to_send()
