@@ -686,3 +686,22 @@ def test_body_exactly_frame_sized(conn, names):
         ch.basic_publish("", q, b)
     for b in bodies:
         assert ch.basic_get(q, auto_ack=True)[2] == b
+
+
+# -- shortstrs that are not UTF-8 -----------------------------------------------------------
+def test_a_routing_key_that_is_not_utf8_comes_back_as_published(conn, names):
+    # RabbitMQ keeps basic.publish's routing key as a binary: delivered and got as sent
+    # (pika hands back bytes when they are not UTF-8).
+    x, q = names.exchange(), names.queue()
+    ch = conn.channel()
+    ch.exchange_declare(x, "fanout")
+    ch.queue_declare(q)
+    ch.queue_bind(q, x)
+    publish_confirmed(conn, x, b"\xff\xfe", [b"one", b"two"])
+    got = ch.basic_get(q, auto_ack=True)
+    assert got[0].routing_key == b"\xff\xfe" and got[2] == b"one"
+    collector = Collector()
+    ch.basic_consume(q, collector, auto_ack=True)
+    wait_for(conn, lambda: len(collector.messages) == 1, what="the delivery")
+    method, _, body = collector.messages[0]
+    assert method.routing_key == b"\xff\xfe" and body == b"two"
