@@ -43,7 +43,7 @@ from amqpd.broker.exchange import Exchange
 from amqpd.broker.limits import UserLimits
 from amqpd.broker.passwords import SHA256
 from amqpd.config import ConfigFileError, read_config_file
-from amqpd.pidfile import PidFileError, read_pid
+from amqpd.pidfile import PidFileError, clear_leftovers, read_pid
 
 if TYPE_CHECKING:
     from amqpd.broker.broker import Broker
@@ -222,16 +222,7 @@ class Exporter:
         broker, so no request can be for it yet): requests it never answered, answers
         nobody collected (the subcommand timed out or was killed), half-written
         temporaries. Returns the names removed."""
-        try:
-            leftovers = sorted(p for p in self.directory.iterdir() if p.is_file())
-        except OSError:
-            return []
-        removed = []
-        for path in leftovers:
-            with contextlib.suppress(OSError):
-                path.unlink()
-                removed.append(path.name)
-        return removed
+        return clear_leftovers(self.directory)
 
     def __call__(self) -> int:
         try:

@@ -39,7 +39,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from amqpd.definitions_io import DefinitionsError, Imported, read_definitions
-from amqpd.pidfile import PidFileError, add_pid_file_argument, read_pid
+from amqpd.pidfile import PidFileError, add_pid_file_argument, clear_leftovers, read_pid
 
 
 def spool_dir(pid_file: Path) -> Path:
@@ -76,16 +76,7 @@ class Spool:
         file names this broker): a file spooled for a broker that crashed before its
         SIGHUP, or by an ``import-definitions`` killed before it signalled, or a
         half-written temporary. Returns the names removed."""
-        try:
-            leftovers = sorted(p for p in self.directory.iterdir() if p.is_file())
-        except OSError:
-            return []
-        removed = []
-        for path in leftovers:
-            with contextlib.suppress(OSError):
-                path.unlink()
-                removed.append(path.name)
-        return removed
+        return clear_leftovers(self.directory)
 
     def settle(self, path: Path, keep_in: Path | None) -> str | None:
         """Move an accepted file into ``keep_in`` (the saved imports), else remove it.

@@ -43,6 +43,22 @@ def pid_file(path: Path | None) -> Iterator[None]:
             path.unlink()
 
 
+def clear_leftovers(directory: Path) -> list[str]:
+    """Remove the files an earlier broker left in a rendezvous directory next to its pid
+    file (the import spool, the export requests): at start, before the pid file names this
+    broker, so none of them can be for it. Returns the names removed, sorted."""
+    try:
+        leftovers = sorted(p for p in directory.iterdir() if p.is_file())
+    except OSError:
+        return []
+    removed = []
+    for path in leftovers:
+        with contextlib.suppress(OSError):
+            path.unlink()
+            removed.append(path.name)
+    return removed
+
+
 def read_pid(path: Path) -> int:
     try:
         text = path.read_text().strip()
