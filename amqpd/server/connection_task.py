@@ -15,8 +15,8 @@ Rules of this module:
   connection, instead of a wake-up of each writer first (a scheduler pass per hop:
   latency). Only on a plain socket, only when that connection's writer is idle with
   nothing left over, and never blocking or raising: whatever the socket does not take
-  (all of it, on any error) is left for the
-  writer, which sends it before anything newer, so the order on the wire is kept.
+  (all of it, on any error) is left for the writer, which sends it before anything
+  newer, so the order on the wire is kept.
 - A bug anywhere in the connection's code drops this connection only: it is logged with the
   connection id and peer, the peer gets connection.close 541 if the stream is still usable,
   and the socket is closed. Nothing escapes to the server's nursery.
@@ -51,7 +51,7 @@ class _ReaderStep:
     """The connections woken during the current reader step (module rules: write-through).
 
     trio runs one task at a time and ``receive_data`` never awaits, so "inside a step" is
-    exact: any ``on_output`` between ``begin`` and ``end`` comes from that step.
+    exact: any ``on_output`` while the reader has ``active`` set comes from that step.
     """
 
     __slots__ = ("active", "woken")
