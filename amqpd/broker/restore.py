@@ -50,7 +50,9 @@ from amqpd.storage.disklog import DiskDurableLog
 
 if TYPE_CHECKING:
     from amqpd.broker.broker import Broker
+    from amqpd.broker.message import BodySource
     from amqpd.storage.delta import DeltaQueue
+    from amqpd.storage.logtail import RecoveredMessage
 
 
 @attrs.define
@@ -134,20 +136,12 @@ def recover(broker: Broker, log: DiskDurableLog) -> RestoreResult:
         restored = 0
         # One pass per message: this loop is the restart's cost per message.
         for stored in log.recovered_messages(vhost_name, name):
-            msg_id, segment, exchange, routing_key, props, body_at, size, delivered = stored
-            # Its body stays in the log (docs/storage.md "Paging"), read back on delivery.
-            message = Message(exchange, routing_key, props, b"")
-            if size:
-                message.size = size
-                message.on_disk(bodies, body_at)
-                message.drop_body()
-            message.store_id = msg_id
-            message.store_segment = segment
+            delivered = stored.delivered
             if crashed and not delivered:
                 delivered = True
-                marked_ids.append(msg_id)
-                marked_segments.append(segment)
-            enqueue(message, redelivered=delivered)
+                marked_ids.append(stored.id)
+                marked_segments.append(stored.segment)
+            enqueue(_restored_message(stored, bodies), redelivered=delivered)
             restored += 1
         result.messages += restored
         log.messages_delivered(vhost_name, name, marked_ids, marked_segments)
@@ -157,6 +151,19 @@ def recover(broker: Broker, log: DiskDurableLog) -> RestoreResult:
     for vhost in broker.vhosts.values():
         vhost.ensure_delayed_stores({name for v, name in logged if v == vhost.name})
     return result
+
+
+def _restored_message(stored: RecoveredMessage, bodies: BodySource) -> Message:
+    """The message of a recovered record, as the queue holds it."""
+    message = Message(stored.exchange, stored.routing_key, stored.properties_raw, b"")
+    if stored.body_size:
+        # Its body stays in the log (docs/storage.md "Paging"), read back on delivery.
+        message.size = stored.body_size
+        message.on_disk(bodies, stored.body_at)
+        message.drop_body()
+    message.store_id = stored.id
+    message.store_segment = stored.segment
+    return message
 
 
 class RestoredTail:
@@ -201,14 +208,7 @@ class RestoredTail:
         bodies, crashed = self._bodies, self._crashed
         entries = []
         for stored in self._tail.read(max_count, max_bytes):
-            message = Message(stored.exchange, stored.routing_key, stored.properties_raw, b"")
-            if stored.body_size:
-                # Its body stays in the log (docs/storage.md "Paging"), read on delivery.
-                message.size = stored.body_size
-                message.on_disk(bodies, stored.body_at)
-                message.drop_body()
-            message.store_id = stored.id
-            message.store_segment = stored.segment
+            message = _restored_message(stored, bodies)
             entries.append(QueuedMessage(message, seq, crashed or stored.delivered))
             seq += 1
         self._next_seq = seq
